@@ -1,0 +1,304 @@
+"""Shape rules: the one place where output sizes and paddings are computed.
+
+The law, per spatial dimension::
+
+    out = (in + pad_before + pad_after - dilation*(k - 1) - 1) / stride + 1
+
+With dilation 1 and symmetric padding this is the textbook
+``OH = (H + 2P - FH)/S + 1``.  ``rounding="exact"`` (the default) demands an
+integer result and raises :class:`ShapeError` explaining how to fix it;
+``"floor"`` is PyTorch's default and ``"ceil"`` follows PyTorch's
+``ceil_mode`` rule (the last window must start inside the input or the
+left/top padding).
+
+Every layer, the functional API and every backend call
+:func:`resolve_geometry`; nothing else computes an output size.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+__all__ = [
+    "ShapeError",
+    "Geometry",
+    "conv_output_size",
+    "pool_output_size",
+    "resolve_geometry",
+    "normalize_padding",
+]
+
+ROUNDINGS = ("exact", "floor", "ceil")
+_DIM_NAMES = ("height", "width")
+
+
+class ShapeError(ValueError):
+    """An output size that is not a positive integer under the chosen rounding.
+
+    Subclass of :class:`ValueError`; the message names the layer and dimension,
+    shows the formula with the numbers filled in and suggests valid
+    alternatives.
+    """
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Fully resolved 2-D window geometry handed to every backend kernel.
+
+    All fields are plain Python ints.  ``pad_bottom``/``pad_right`` are the
+    paddings the output size was computed with; a kernel treats every input
+    position outside ``[0, H) x [0, W)`` as padding (zero for convolution and
+    average pooling, ``-inf`` for max pooling).
+    """
+
+    in_h: int
+    in_w: int
+    kernel_h: int
+    kernel_w: int
+    stride_h: int
+    stride_w: int
+    dilation_h: int
+    dilation_w: int
+    pad_top: int
+    pad_bottom: int
+    pad_left: int
+    pad_right: int
+    out_h: int
+    out_w: int
+
+    @property
+    def out_size(self):
+        return (self.out_h, self.out_w)
+
+    @property
+    def kernel_size(self):
+        return (self.kernel_h, self.kernel_w)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def as_pair(value, name, *, minimum=1):
+    """Normalise an int or a pair of ints to a tuple ``(h, w)``, checking the range."""
+    if _is_int(value):
+        pair = (int(value), int(value))
+    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
+        pair = (int(value[0]), int(value[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
+    return pair
+
+
+def check_rounding(rounding, ceil_mode=False):
+    """Validate ``rounding`` and fold PyTorch's ``ceil_mode=True`` alias into it."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
+    if not isinstance(ceil_mode, (bool, numbers.Integral)):
+        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
+    if ceil_mode:
+        if rounding not in ("exact", "ceil"):
+            raise ValueError(f"ceil_mode=True conflicts with rounding={rounding!r}; pass one of them")
+        return "ceil"
+    return rounding
+
+
+def _same_padding(in_size, k, stride, dilation):
+    """TensorFlow's 'same' rule: out = ceil(in/stride); extra padding bottom/right."""
+    effective = dilation * (k - 1) + 1
+    out = -(-in_size // stride)
+    total = max((out - 1) * stride + effective - in_size, 0)
+    return (total // 2, total - total // 2)
+
+
+def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
+    """Resolve any accepted padding spelling to ``((top, bottom), (left, right))``.
+
+    Parameters
+    ----------
+    padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same"
+        ``"same"`` keeps ``out = ceil(in / stride)`` (TensorFlow's rule; with
+        stride 1 the output equals the input), putting any odd extra padding at
+        the bottom/right.
+    input_size, kernel_size, stride, dilation : int or pair
+
+    Returns
+    -------
+    ((int, int), (int, int))
+
+    Examples
+    --------
+    >>> normalize_padding(1, (4, 4), 3)
+    ((1, 1), (1, 1))
+    >>> normalize_padding("same", (5, 5), 2, stride=1)
+    ((0, 1), (0, 1))
+    """
+    kernel = as_pair(kernel_size, "kernel_size")
+    strides = as_pair(stride, "stride")
+    dilations = as_pair(dilation, "dilation")
+    if isinstance(padding, str):
+        if padding == "valid":
+            return ((0, 0), (0, 0))
+        if padding == "same":
+            size = as_pair(input_size, "input_size")
+            return tuple(_same_padding(size[i], kernel[i], strides[i], dilations[i]) for i in range(2))
+        raise ValueError(f"padding must be an int, a pair, ((top, bottom), (left, right)), "
+                         f"'valid' or 'same'; got {padding!r}")
+    if _is_int(padding):
+        pads = ((int(padding),) * 2,) * 2
+    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
+        if all(_is_int(p) for p in padding):
+            pads = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
+        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p)
+                 for p in padding):
+            pads = tuple((int(p[0]), int(p[1])) for p in padding)
+        else:
+            pads = None
+    else:
+        pads = None
+    if pads is None:
+        raise TypeError(f"padding must be an int, a pair (ph, pw), ((top, bottom), (left, right)), "
+                        f"'valid' or 'same'; got {padding!r}")
+    if min(min(p) for p in pads) < 0:
+        raise ValueError(f"padding must be >= 0 on every side, got {padding!r}")
+    return pads
+
+
+def _suggestions(in_size, k, stride, dilation, pad_before, pad_after):
+    """Nearby settings that make the exact rule hold, for the error message."""
+    effective = dilation * (k - 1) + 1
+    hints = []
+    symmetric = pad_before == pad_after
+    pads = [p for p in range(0, max(pad_before, pad_after) + stride + 1)
+            if in_size + 2 * p - effective >= 0 and (in_size + 2 * p - effective) % stride == 0]
+    if symmetric and pads:
+        best = sorted(pads, key=lambda p: (abs(p - pad_before), p))[:2]
+        hints.append("padding " + " or ".join(
+            f"{p} (-> {(in_size + 2 * p - effective) // stride + 1})" for p in sorted(best)))
+    span = in_size + pad_before + pad_after - effective
+    if span >= 0:
+        strides = [s for s in range(1, max(span, 1) + 1) if span % s == 0]
+        best = sorted(strides, key=lambda s: (abs(s - stride), s))[:2]
+        hints.append("stride " + " or ".join(f"{s} (-> {span // s + 1})" for s in sorted(best)))
+    below = in_size - (span % stride)
+    above = below + stride
+    sizes = [n for n in (below, above) if n + pad_before + pad_after - effective >= 0]
+    if sizes:
+        hints.append("input size " + " or ".join(str(n) for n in sizes))
+    return hints
+
+
+def _output_length(in_size, k, stride, dilation, pad_before, pad_after, rounding, *, layer, dim):
+    effective = dilation * (k - 1) + 1
+    span = in_size + pad_before + pad_after - effective
+    formula = (f"(in + pad_before + pad_after - dilation*(k-1) - 1)/stride + 1 = "
+               f"({in_size} + {pad_before} + {pad_after} - {dilation}*({k}-1) - 1)/{stride} + 1")
+    if span < 0:
+        raise ShapeError(
+            f"{layer}: the {dim} window (kernel {k}, dilation {dilation}: {effective} pixels) is "
+            f"larger than the padded input ({in_size} + {pad_before} + {pad_after} = "
+            f"{in_size + pad_before + pad_after}); {formula} = {span / stride + 1:.4g} is not a "
+            f"positive size. Use a smaller kernel or dilation, or more padding.")
+    if rounding == "ceil":
+        out = -(-span // stride) + 1
+        # PyTorch's rule: the last window must start inside the input or the left padding.
+        if (out - 1) * stride >= in_size + pad_before:
+            out -= 1
+        return out
+    if rounding == "floor" or span % stride == 0:
+        return span // stride + 1
+    hints = _suggestions(in_size, k, stride, dilation, pad_before, pad_after)
+    raise ShapeError(
+        f"{layer}: output {dim} is not an integer: {formula} = {span / stride + 1:.2f}. "
+        f"Valid alternatives: " + "; ".join(hints)
+        + f"; or pass rounding='floor' (-> {span // stride + 1}) or rounding='ceil'.")
+
+
+def resolve_geometry(input_size, kernel_size, *, stride=1, padding=0, dilation=1,
+                     rounding="exact", layer="conv2d", max_pool_padding=False):
+    """Resolve a 2-D window geometry and its output size.
+
+    Parameters
+    ----------
+    input_size : (int, int)
+        Spatial input size ``(H, W)``.
+    kernel_size, stride, dilation : int or (int, int)
+    padding : int, pair, ((top, bottom), (left, right)), "valid" or "same"
+    rounding : {"exact", "floor", "ceil"}
+    layer : str
+        Name used in error messages.
+    max_pool_padding : bool
+        Enforce PyTorch's pooling limit: padding at most half the kernel.
+
+    Returns
+    -------
+    Geometry
+
+    Raises
+    ------
+    ShapeError
+        If an output size is not a positive integer under ``rounding``.
+    ValueError, TypeError
+        For malformed arguments (each message names the argument).
+    """
+    size = as_pair(input_size, "input_size", minimum=0)
+    kernel = as_pair(kernel_size, "kernel_size")
+    strides = as_pair(stride, "stride")
+    dilations = as_pair(dilation, "dilation")
+    rounding = check_rounding(rounding)
+    pads = normalize_padding(padding, size, kernel, strides, dilations)
+    if min(size) < 1:
+        raise ShapeError(f"{layer}: input spatial size must be >= 1, got {size}")
+    if max_pool_padding:
+        for i in range(2):
+            if max(pads[i]) > kernel[i] // 2:
+                raise ValueError(
+                    f"{layer}: padding {pads[i]} in {_DIM_NAMES[i]} exceeds half the kernel size "
+                    f"{kernel[i]} (max {kernel[i] // 2}); a window could then lie entirely in the "
+                    f"padding. Use padding <= kernel_size // 2.")
+    out = tuple(
+        _output_length(size[i], kernel[i], strides[i], dilations[i], pads[i][0], pads[i][1],
+                       "floor" if padding == "same" else rounding, layer=layer, dim=_DIM_NAMES[i])
+        for i in range(2))
+    return Geometry(in_h=size[0], in_w=size[1], kernel_h=kernel[0], kernel_w=kernel[1],
+                    stride_h=strides[0], stride_w=strides[1],
+                    dilation_h=dilations[0], dilation_w=dilations[1],
+                    pad_top=pads[0][0], pad_bottom=pads[0][1],
+                    pad_left=pads[1][0], pad_right=pads[1][1],
+                    out_h=out[0], out_w=out[1])
+
+
+def conv_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1, rounding="exact"):
+    """Output ``(OH, OW)`` of a convolution.
+
+    Examples
+    --------
+    >>> conv_output_size((4, 4), 3, stride=1, padding=1)
+    (4, 4)
+    >>> conv_output_size((28, 31), 5, stride=3, padding=2)
+    (10, 11)
+    """
+    return resolve_geometry(input_size, kernel_size, stride=stride, padding=padding,
+                            dilation=dilation, rounding=rounding, layer="conv2d").out_size
+
+
+def pool_output_size(input_size, kernel_size, stride=None, padding=0, dilation=1,
+                     rounding="exact", ceil_mode=False):
+    """Output ``(OH, OW)`` of a pooling window; ``stride=None`` means ``stride = kernel_size``.
+
+    Examples
+    --------
+    >>> pool_output_size((24, 24), 2)
+    (12, 12)
+    >>> pool_output_size((5, 5), 2, ceil_mode=True)
+    (3, 3)
+    """
+    rounding = check_rounding(rounding, ceil_mode)
+    return resolve_geometry(input_size, kernel_size,
+                            stride=kernel_size if stride is None else stride,
+                            padding=padding, dilation=dilation, rounding=rounding,
+                            layer="pool2d", max_pool_padding=True).out_size

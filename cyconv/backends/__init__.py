@@ -1,0 +1,35 @@
+"""Backends: the kernels behind the layers.
+
+A backend supplies a *kernel set*: an object (usually a module) with the six
+functions below.  Layer classes carry their kernel set in the class attribute
+``kernels``; the compiled backend registers subclasses of the reference layers
+that only swap that attribute.  The functional API looks up the layer class in
+the registry and calls its kernels, so a plugin backend that registers its own
+``Conv2D`` also gets ``cyconv.conv2d(..., backend="plugin")``.
+
+Kernel contract (inputs already validated and normalised by the public
+boundary: C-contiguous, native byte order, float32 or float64, one dtype per
+call, shapes consistent with ``geom``, a :class:`cyconv._shapes.Geometry`):
+
+``conv2d_forward(x, w, b, geom, groups, n_threads) -> y``
+    x (N, C, H, W), w (OC, C//groups, KH, KW), b (OC,) or None -> y (N, OC, OH, OW)
+``conv2d_backward(dy, x, w, geom, groups, n_threads) -> (dx, dw, db)``
+    db = dy.sum((0, 2, 3))
+``max_pool2d_forward(x, geom, n_threads) -> (y, indices)``
+    indices (N, C, OH, OW) int64: flat offset ``h * W + w`` of the winning
+    input element in its (n, c) plane; -1 if the window holds no input
+    element.  Tie rule: the first maximum in row-major window order wins,
+    a NaN counts as larger than any number (so NaN propagates), padding
+    (-inf) never wins over an input element.
+``max_pool2d_backward(dy, indices, x_shape, n_threads) -> dx``
+``avg_pool2d_forward(x, geom, count_include_pad, divisor_override, n_threads) -> y``
+``avg_pool2d_backward(dy, x_shape, geom, count_include_pad, divisor_override, n_threads) -> dx``
+
+Positions outside the input are padding: zero for convolution and average
+pooling, ``-inf`` for max pooling.  ``geom.out_h``/``out_w`` may need windows
+that reach past ``pad_bottom``/``pad_right`` (ceil rounding); those positions
+are padding too.  Average pooling follows PyTorch's divisor rule: with
+``count_include_pad`` the divisor counts the window clipped to the padded
+extent ``[-pad_top, H + pad_bottom)``, otherwise only input elements;
+``divisor_override`` replaces both.
+"""

@@ -1,0 +1,123 @@
+"""Build script for cyconv's compiled backend (cyconv_ext/*.pyx).
+
+Environment switches
+--------------------
+CYCONV_FAIL_NO_OPENMP=1   fail the build when no working OpenMP flag is found
+                          (default: warn loudly and build serial kernels).
+CYCONV_DEBUG_CYTHON=1     build with bounds/wraparound/initialized checks on,
+                          for hunting out-of-bounds accesses (slow).
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import textwrap
+from glob import glob
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+OPENMP_TEST_PROGRAM = textwrap.dedent(
+    """
+    #include <omp.h>
+    #include <stdio.h>
+    int main(void) {
+        int n = 0;
+        #pragma omp parallel reduction(+:n)
+        n += 1;
+        printf("%d", n == omp_get_max_threads());
+        return 0;
+    }
+    """
+)
+
+
+def _env_flag(name):
+    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def detect_openmp_flags():
+    """Return (compile_flags, link_flags) for OpenMP, or None if none works.
+
+    A flag counts only if a tiny ``#pragma omp parallel`` program compiles,
+    links and *runs* with it: a compiler that accepts -fopenmp but lacks the
+    runtime library would otherwise produce an extension that fails at import.
+    """
+    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
+    cc = cc.split()
+    candidates = [(["-fopenmp"], ["-fopenmp"]), (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
+    tmp = tempfile.mkdtemp(prefix="cyconv_omp_")
+    try:
+        src = os.path.join(tmp, "omp_test.c")
+        exe = os.path.join(tmp, "omp_test")
+        with open(src, "w") as f:
+            f.write(OPENMP_TEST_PROGRAM)
+        for cflags, lflags in candidates:
+            try:
+                subprocess.run(cc + cflags + [src, "-o", exe] + lflags,
+                               check=True, capture_output=True, timeout=120)
+                out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
+            except (OSError, subprocess.SubprocessError):
+                continue
+            if out.stdout.strip() == b"1":
+                return cflags, lflags
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return None
+
+
+def build_extensions():
+    debug = _env_flag("CYCONV_DEBUG_CYTHON")
+    openmp = detect_openmp_flags()
+    if openmp is None:
+        msg = ("cyconv: no working OpenMP flag found; building SERIAL kernels. "
+               "Install an OpenMP runtime (e.g. libgomp) and rebuild for multithreading.")
+        if _env_flag("CYCONV_FAIL_NO_OPENMP"):
+            raise SystemExit("error: " + msg + " (CYCONV_FAIL_NO_OPENMP=1 is set)")
+        border = "*" * 78
+        print(f"\n{border}\n{msg}\n{border}\n", file=sys.stderr)
+        cflags, lflags = [], []
+    else:
+        cflags, lflags = openmp
+
+    # Never -ffast-math/-Ofast: NaN propagation and exact reductions matter here.
+    compile_args = ["-O3"] + cflags
+    if debug:
+        compile_args = ["-O0", "-g"] + cflags
+
+    directives = {
+        "language_level": 3,
+        "boundscheck": debug,
+        "wraparound": debug,
+        "initializedcheck": debug,
+        "cdivision": not debug,
+        "embedsignature": True,
+    }
+    extensions = []
+    for pyx in sorted(glob(os.path.join("cyconv_ext", "*.pyx"))):
+        modname = os.path.splitext(pyx)[0].replace(os.sep, ".")
+        extensions.append(
+            Extension(
+                modname,
+                [pyx],
+                include_dirs=[np.get_include(), "cyconv_ext"],
+                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+                extra_compile_args=compile_args,
+                extra_link_args=lflags,
+            )
+        )
+    return cythonize(
+        extensions,
+        compiler_directives=directives,
+        compile_time_env={"CYCONV_DEBUG": debug},
+        nthreads=int(os.environ.get("CYCONV_BUILD_JOBS", "0") or 0),
+    )
+
+
+setup(ext_modules=build_extensions())
