@@ -1,0 +1,83 @@
+"""cyconv: CNN layers on NumPy arrays, with compiled Cython/OpenMP conv and pooling.
+
+Quick start::
+
+    import numpy as np, cyconv
+    x = np.random.rand(8, 1, 28, 28)
+    w = np.random.rand(30, 1, 5, 5)
+    y = cyconv.conv2d(x, w)                 # (8, 30, 24, 24), compiled backend
+    cyconv.conv_output_size((28, 28), 5)    # (24, 24): OH = (H + 2P - FH)/S + 1
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+import os as _os
+
+from ._config import show_config
+from ._registry import (
+    BackendError,
+    BackendFallbackWarning,
+    LayerNotFoundError,
+    backends_for,
+    create_layer,
+    get_layer,
+    list_backends,
+    list_layers,
+    register_layer,
+    use_backend,
+)
+from ._shapes import (
+    Geometry,
+    ShapeError,
+    conv_output_size,
+    normalize_padding,
+    pool_output_size,
+    resolve_geometry,
+)
+from ._threads import get_num_threads, set_num_threads
+from .functional import (
+    avg_pool2d,
+    avg_pool2d_backward,
+    conv2d,
+    conv2d_backward,
+    max_pool2d,
+    max_pool2d_backward,
+)
+from .layers import (
+    Affine,
+    AvgPool2D,
+    BatchNorm,
+    Conv2D,
+    Dropout,
+    Flatten,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    Sigmoid,
+    SoftmaxWithLoss,
+)
+
+
+def get_include():
+    """Directory to add to a Cython build's include path to ``cimport`` cyconv's
+    public ``.pxd`` files (``from cyconv_ext._fused cimport floating_t``).
+
+    Like :func:`numpy.get_include`; it is the folder that holds the
+    ``cyconv_ext`` package.
+    """
+    import cyconv_ext
+
+    return _os.path.dirname(_os.path.dirname(_os.path.abspath(cyconv_ext.__file__)))
+
+
+__all__ = [
+    "Affine", "AvgPool2D", "BackendError", "BackendFallbackWarning", "BatchNorm", "Conv2D",
+    "Dropout", "Flatten", "Geometry", "Layer", "LayerNotFoundError", "MaxPool2D", "ReLU",
+    "ShapeError", "Sigmoid", "SoftmaxWithLoss", "avg_pool2d", "avg_pool2d_backward",
+    "backends_for", "conv2d", "conv2d_backward", "conv_output_size", "create_layer",
+    "get_include", "get_layer", "get_num_threads", "list_backends", "list_layers", "max_pool2d",
+    "max_pool2d_backward", "normalize_padding", "pool_output_size", "register_layer",
+    "resolve_geometry", "set_num_threads", "show_config", "use_backend",
+]

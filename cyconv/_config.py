@@ -1,0 +1,87 @@
+"""``show_config()``: what this cyconv build is and runs on."""
+
+from __future__ import annotations
+
+import platform
+import sys
+
+import numpy as np
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def config_info():
+    """Return the information :func:`show_config` prints, as a dict."""
+    from . import __version__
+    from ._registry import REGISTRY, list_layers
+    from ._threads import get_num_threads, max_usable_threads
+
+    try:
+        from cyconv_ext import _openmp_helpers
+        openmp = _openmp_helpers.openmp_enabled()
+        extension = "built"
+    except ImportError as exc:
+        openmp, extension = False, f"missing ({exc})"
+    try:
+        from threadpoolctl import threadpool_info
+        blas = [f"{i.get('internal_api')} {i.get('version')} ({i.get('architecture')}, "
+                f"{i.get('num_threads')} threads)" for i in threadpool_info()
+                if i.get("user_api") == "blas"]
+    except ImportError:
+        blas = ["threadpoolctl not installed"]
+    plugins = getattr(REGISTRY, "plugin_report", lambda: {"loaded": [], "failed": []})()
+    return {
+        "cyconv": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "compiled extension": extension,
+        "openmp": openmp,
+        "threads": get_num_threads(),
+        "usable cores": max_usable_threads(),
+        "blas": blas,
+        "backends": {b: REGISTRY.unavailable_backends.get(b, "available")
+                     for b in REGISTRY.all_backends()},
+        "layers": {name: REGISTRY.backends_for(name) for name in list_layers()},
+        "plugins": plugins,
+    }
+
+
+def show_config(file=None):
+    """Print versions, OpenMP, threads, BLAS, backends, layers and plugins.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.show_config()  # doctest: +SKIP
+    """
+    info = config_info()
+    out = file or sys.stdout
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        if key == "layers":
+            print(f"{key:<{width}} :", file=out)
+            for name, backends in value.items():
+                print(f"  {name:<{width}} {', '.join(backends)}", file=out)
+        elif key == "backends":
+            print(f"{key:<{width}} :", file=out)
+            for name, state in value.items():
+                print(f"  {name:<{width}} {state}", file=out)
+        elif key == "plugins":
+            print(f"{key:<{width}} : loaded: {', '.join(value['loaded']) or 'none'}", file=out)
+            for name, reason in value["failed"]:
+                print(f"  failed {name}: {reason}", file=out)
+        elif key == "blas":
+            print(f"{key:<{width}} : {'; '.join(value) or 'none found'}", file=out)
+        else:
+            print(f"{key:<{width}} : {value}", file=out)

@@ -1,0 +1,72 @@
+"""Input checks for the public boundary.
+
+Every public entry point (functional API, layers) normalises its arrays here
+once: float32/float64 only, native byte order, C-contiguous, right rank.  The
+compiled kernels run without bounds checks and trust what comes out of this
+module; they never see an array they could read out of bounds.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_array(value, name, *, ndim=None, dtype=None):
+    """Return ``value`` as a C-contiguous, native-endian float32/float64 array.
+
+    Never copies an array that already qualifies and never mutates the input.
+
+    Raises
+    ------
+    TypeError
+        Non-float dtypes (int, bool, float16, complex, object) or a dtype that
+        differs from ``dtype``; the message names ``name`` and the fix.
+    ValueError
+        Wrong number of dimensions.
+    """
+    if not isinstance(value, np.ndarray):
+        if value is None or isinstance(value, (str, bytes, dict, set)):
+            raise TypeError(f"{name} must be a float32 or float64 NumPy array, "
+                            f"got {type(value).__name__}")
+        try:
+            value = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(f"{name} could not be converted to an array: {exc}") from None
+        if value.dtype.kind in "iub":
+            value = value.astype(np.float64)
+    kind_ok = value.dtype.kind == "f" and value.dtype.itemsize in (4, 8)
+    if not kind_ok:
+        hint = ("; convert it with .astype(np.float32)" if value.dtype.kind in "iubf"
+                else "")
+        raise TypeError(f"{name} must have dtype float32 or float64, got {value.dtype}{hint}")
+    if not value.dtype.isnative:
+        value = value.astype(value.dtype.newbyteorder("="))
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} has dtype {value.dtype} but the other inputs are {np.dtype(dtype)}; "
+                        f"cast one of them with .astype(...) so that all match")
+    if ndim is not None and value.ndim != ndim:
+        shape_hint = {4: "(N, C, H, W)", 1: "(C,)"}.get(ndim, f"{ndim}-D")
+        raise ValueError(f"{name} must be {ndim}-D {shape_hint}, got shape {value.shape}")
+    return np.ascontiguousarray(value)
+
+
+def check_nonempty(x, name):
+    if x.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {x.shape}")
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a positive int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def check_shape(array, expected, name):
+    if tuple(array.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(array.shape)}")
