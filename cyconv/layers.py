@@ -61,6 +61,9 @@ class Layer:
         The layer has trainable parameters in ``params``.
     shape_preserving : bool
         ``output_shape(s) == s`` for every input shape.
+    is_loss : bool
+        ``forward(x, t)`` returns a scalar loss and ``backward(dout=1)`` its
+        gradient (``SoftmaxWithLoss``).
     kernels : module or None
         The backend kernel set (conv/pool layers only).
     """
@@ -70,6 +73,7 @@ class Layer:
     kernels = None
     has_params = False
     shape_preserving = False
+    is_loss = False
     _front = False  # class that dispatches to a backend variant on instantiation
 
     def __new__(cls, *args, backend=None, **kwargs):
@@ -559,6 +563,7 @@ class SoftmaxWithLoss(Layer):
     """
 
     name = "SoftmaxWithLoss"
+    is_loss = True
 
     def forward(self, x, t, train=True):
         x = as_float_array(x, "x", ndim=2)
