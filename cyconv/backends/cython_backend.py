@@ -1,0 +1,117 @@
+"""The compiled kernels (Cython + OpenMP), behind the six-function kernel contract.
+
+Each function allocates its outputs and hands them to a kernel in
+:mod:`cyconv_ext._conv` or :mod:`cyconv_ext._pool` (see the "Design:" comment
+at the top of each for loop order, parallelisation and workspace).  Inputs are
+assumed validated by the public boundary (see :mod:`cyconv.backends`);
+``np.ascontiguousarray`` is applied defensively (a no-op for conforming
+arrays).  ``n_threads`` is a resolved positive int.
+
+Convolution calls single-threaded BLAS GEMMs from inside its OpenMP threads,
+so BLAS must not start threads of its own: every conv call runs under a
+one-thread BLAS limit from a cached :class:`threadpoolctl.ThreadpoolController`
+(and skips even that when the BLAS libraries already run one thread).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cyconv_ext import _conv, _pool
+
+__all__ = [
+    "conv2d_forward",
+    "conv2d_backward",
+    "max_pool2d_forward",
+    "max_pool2d_backward",
+    "avg_pool2d_forward",
+    "avg_pool2d_backward",
+]
+
+_controller = None
+_EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
+          np.dtype(np.float64): np.empty(0, np.float64)}
+
+
+class _BlasSingleThread:
+    """Context manager: BLAS libraries limited to one thread (cheap when already so)."""
+
+    __slots__ = ("_limit",)
+
+    def __enter__(self):
+        global _controller
+        self._limit = None
+        try:
+            if _controller is None:
+                from threadpoolctl import ThreadpoolController
+                _controller = ThreadpoolController().select(user_api="blas")
+            if any(lib.num_threads != 1 for lib in _controller.lib_controllers):
+                self._limit = _controller.limit(limits=1)
+        except Exception:  # threadpoolctl missing or failing: run anyway
+            self._limit = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._limit is not None:
+            self._limit.restore_original_limits()
+        return False
+
+
+def _blas_guard():
+    return _BlasSingleThread()
+
+
+def conv2d_forward(x, w, b, geom, groups=1, n_threads=1):
+    x = np.ascontiguousarray(x)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    y = np.empty((x.shape[0], w.shape[0], geom.out_h, geom.out_w), dtype=x.dtype)
+    bias = _EMPTY[x.dtype] if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    with _blas_guard():
+        _conv.conv2d_forward(x, w, bias, y, geom, int(groups), b is not None, int(n_threads))
+    return y
+
+
+def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1):
+    x = np.ascontiguousarray(x)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    w = np.ascontiguousarray(w, dtype=x.dtype)
+    dx = np.empty_like(x)
+    dw = np.empty_like(w)
+    db = np.empty(w.shape[0], dtype=x.dtype)
+    with _blas_guard():
+        _conv.conv2d_backward(dy, x, w, dx, dw, db, geom, int(groups), int(n_threads))
+    return dx, dw, db
+
+
+def max_pool2d_forward(x, geom, n_threads=1):
+    x = np.ascontiguousarray(x)
+    shape = (x.shape[0], x.shape[1], geom.out_h, geom.out_w)
+    y = np.empty(shape, dtype=x.dtype)
+    indices = np.empty(shape, dtype=np.int64)
+    _pool.max_pool2d_forward(x, y, indices, geom, int(n_threads))
+    return y, indices
+
+
+def max_pool2d_backward(dy, indices, x_shape, n_threads=1):
+    dy = np.ascontiguousarray(dy)
+    indices = np.ascontiguousarray(indices, dtype=np.int64)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    _pool.max_pool2d_backward(dy, indices, dx, int(n_threads))
+    return dx
+
+
+def avg_pool2d_forward(x, geom, count_include_pad=True, divisor_override=None, n_threads=1):
+    x = np.ascontiguousarray(x)
+    y = np.empty((x.shape[0], x.shape[1], geom.out_h, geom.out_w), dtype=x.dtype)
+    div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, x.dtype)
+    _pool.avg_pool2d_forward(x, y, div, geom, int(n_threads))
+    return y
+
+
+def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_override=None,
+                        n_threads=1):
+    dy = np.ascontiguousarray(dy)
+    dx = np.empty(tuple(x_shape), dtype=dy.dtype)
+    div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, dy.dtype)
+    _pool.avg_pool2d_backward(dy, dx, div, geom, int(n_threads))
+    return dx

@@ -1,0 +1,319 @@
+# Design: convolution as per-thread im2col + single-threaded BLAS GEMM.
+#
+# Forward.  Work items are (sample n, group g, block of output rows); the
+# parallel loop (``prange``, schedule "static": items cost the same) runs over
+# them, and an item owns its slice y[n, g*OCg:(g+1)*OCg, rows] outright, so the
+# loop is race free.  Each thread unfolds its item's input windows into a
+# private column buffer col (K = Cg*KH*KW rows, rows*OW columns) and calls
+# ?gemm from scipy.linalg.cython_blas without the GIL (the Python wrapper pins
+# BLAS to one thread per call).  Row-major y_block = W_g @ col is the
+# column-major product y_block^T = col^T @ W_g^T, so every operand is passed
+# as stored, no transposes are materialised.  A 1x1, stride-1, unpadded
+# kernel skips im2col: the input plane already is the column matrix.
+#
+# Backward.  The parallel loop runs over a fixed number S of "slots"
+# (S = min(N, 16), fewer if the dW copies would exceed DW_SLOT_CAP bytes),
+# schedule "dynamic"; slot s processes samples s, s+S, s+2S, ... in order.
+# For each sample it (1) re-unfolds x into col and accumulates
+# dW_slot[s] += dy_n @ col^T (GEMM with beta=1), (2) computes
+# dcol = W^T @ dy_n (GEMM) and folds it back into dx[n] (col2im).  dx[n] is
+# owned by the slot that owns n, dW_slot[s] by slot s: race free.  The slots
+# are then summed in slot order (parallel over dW elements, each element's
+# sum serial), and db is a per-out-channel serial sum (parallel over
+# channels).  The partition of samples into slots does not depend on the
+# thread count, so dx, dW and db are bitwise identical for any n_threads.
+#
+# Workspace per call: forward n_threads * K * rows*OW elements; backward twice
+# that plus S copies of dW.  Output rows are blocked so that one thread's
+# column buffer stays under WORKSPACE_CAP bytes (default 4 MiB, at least one
+# output row), i.e. never a batch-wide or image-wide im2col.
+
+import numpy as np
+
+cimport cython
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset, memcpy
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+from ._fused cimport floating_t, index_t
+from ._openmp cimport omp_get_thread_num
+
+# Byte cap for one thread's column buffer (im2col block); tunable for tests.
+WORKSPACE_CAP = 4 << 20
+# Byte cap for all dW slot copies together in the backward pass.
+DW_SLOT_CAP = 64 << 20
+MAX_SLOTS = 16
+
+
+ctypedef struct conv_geom:
+    index_t H, W, KH, KW, SH, SW, DH, DW, PT, PL, OH, OW
+
+
+cdef conv_geom _make_geom(geom, index_t H, index_t W, index_t OH, index_t OW):
+    cdef conv_geom g
+    g.H = H
+    g.W = W
+    g.KH = geom.kernel_h
+    g.KW = geom.kernel_w
+    g.SH = geom.stride_h
+    g.SW = geom.stride_w
+    g.DH = geom.dilation_h
+    g.DW = geom.dilation_w
+    g.PT = geom.pad_top
+    g.PL = geom.pad_left
+    g.OH = OH
+    g.OW = OW
+    return g
+
+
+cdef tuple _ox_ranges(conv_geom g):
+    """Per kernel column kx: the output columns [lo, hi) whose tap is inside."""
+    ox = np.arange(g.OW, dtype=np.intp)
+    lo = np.zeros(g.KW, dtype=np.intp)
+    hi = np.zeros(g.KW, dtype=np.intp)
+    for kx in range(g.KW):
+        ix = ox * g.SW - g.PL + kx * g.DW
+        inside = np.nonzero((ix >= 0) & (ix < g.W))[0]
+        if inside.size:
+            lo[kx] = inside[0]
+            hi[kx] = inside[inside.size - 1] + 1
+    return lo, hi
+
+
+cdef inline void _gemm(char ta, char tb, int m, int n, int k,
+                       const floating_t* a, int lda,           # IN
+                       const floating_t* b, int ldb,           # IN
+                       floating_t beta,
+                       floating_t* c, int ldc) noexcept nogil: # IN/OUT
+    """Column-major C = op(A) @ op(B) + beta*C via scipy's BLAS (one thread)."""
+    cdef floating_t alpha = 1
+    if floating_t is float:
+        sgemm(&ta, &tb, &m, &n, &k, &alpha, <float*>a, &lda, <float*>b, &ldb,
+              &beta, c, &ldc)
+    else:
+        dgemm(&ta, &tb, &m, &n, &k, &alpha, <double*>a, &lda, <double*>b, &ldb,
+              &beta, c, &ldc)
+
+
+cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
+                              floating_t* col,         # OUT (Cg*KH*KW, (oy1-oy0)*OW)
+                              const conv_geom* g, index_t Cg, index_t oy0, index_t oy1,
+                              const index_t* xlo, const index_t* xhi) noexcept nogil:
+    cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, k = 0
+    cdef index_t OW = g.OW, SW = g.SW, Pb = (oy1 - oy0) * g.OW
+    cdef floating_t* d
+    cdef const floating_t* xr
+    for c in range(Cg):
+        for ky in range(g.KH):
+            for kx in range(g.KW):
+                lo = xlo[kx]
+                hi = xhi[kx]
+                ix0 = kx * g.DW - g.PL
+                for oy in range(oy0, oy1):
+                    d = col + k * Pb + (oy - oy0) * OW
+                    iy = oy * g.SH - g.PT + ky * g.DH
+                    if iy < 0 or iy >= g.H or hi <= lo:
+                        memset(d, 0, OW * sizeof(floating_t))
+                        continue
+                    xr = x + (c * g.H + iy) * g.W
+                    for ox in range(lo):
+                        d[ox] = 0
+                    if SW == 1:
+                        memcpy(d + lo, xr + lo + ix0, (hi - lo) * sizeof(floating_t))
+                    else:
+                        for ox in range(lo, hi):
+                            d[ox] = xr[ox * SW + ix0]
+                    for ox in range(hi, OW):
+                        d[ox] = 0
+                k = k + 1
+
+
+cdef inline void _col2im_rows(const floating_t* col,   # IN  (Cg*KH*KW, (oy1-oy0)*OW)
+                              floating_t* x,           # IN/OUT (Cg, H, W), accumulated
+                              const conv_geom* g, index_t Cg, index_t oy0, index_t oy1,
+                              const index_t* xlo, const index_t* xhi) noexcept nogil:
+    cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, k = 0
+    cdef index_t OW = g.OW, SW = g.SW, Pb = (oy1 - oy0) * g.OW
+    cdef const floating_t* s
+    cdef floating_t* xr
+    for c in range(Cg):
+        for ky in range(g.KH):
+            for kx in range(g.KW):
+                lo = xlo[kx]
+                hi = xhi[kx]
+                ix0 = kx * g.DW - g.PL
+                for oy in range(oy0, oy1):
+                    iy = oy * g.SH - g.PT + ky * g.DH
+                    if iy < 0 or iy >= g.H:
+                        continue
+                    s = col + k * Pb + (oy - oy0) * OW
+                    xr = x + (c * g.H + iy) * g.W + ix0
+                    if SW == 1:
+                        for ox in range(lo, hi):
+                            xr[ox] += s[ox]
+                    else:
+                        for ox in range(lo, hi):
+                            xr[ox * SW] += s[ox]
+                k = k + 1
+
+
+cdef index_t _rows_per_block(index_t K, index_t OH, index_t OW, index_t itemsize):
+    cdef index_t cap = WORKSPACE_CAP
+    cdef index_t rb = cap // max(1, K * OW * itemsize)
+    return max(1, min(OH, rb))
+
+
+def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
+                   const floating_t[:, :, :, ::1] w,     # IN  (OC, C/groups, KH, KW)
+                   const floating_t[::1] bias,           # IN  (OC,) (ignored unless has_bias)
+                   floating_t[:, :, :, ::1] y,           # OUT (N, OC, OH, OW)
+                   geom, int groups, bint has_bias, int n_threads):
+    """y = conv(x, w) (+ bias), written into caller-allocated ``y``."""
+    cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
+    cdef conv_geom g = _make_geom(geom, x.shape[2], x.shape[3], y.shape[2], y.shape[3])
+    cdef index_t Cg = C // groups, OCg = OC // groups
+    cdef index_t K = Cg * g.KH * g.KW, P = g.OH * g.OW, HW = g.H * g.W
+    cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
+                        and g.PL == 0 and g.OH == g.H and g.OW == g.W)
+    cdef index_t rb = g.OH if direct else _rows_per_block(K, g.OH, g.OW, sizeof(floating_t))
+    cdef index_t nblk = (g.OH + rb - 1) // rb
+    cdef index_t items = N * groups * nblk
+    cdef index_t it, n, gi, blk, oy0, oy1, Pb, o, p, tid
+    cdef int nt = <int>max(1, min(<index_t>n_threads, items))
+    cdef floating_t* ws = NULL
+    cdef floating_t* col
+    cdef floating_t* yo
+    cdef floating_t bo
+    if items == 0 or P == 0 or OC == 0:
+        return
+    lo_, hi_ = _ox_ranges(g)
+    cdef const index_t[::1] xlo = lo_, xhi = hi_
+    if not direct:
+        ws = <floating_t*>malloc(nt * K * rb * g.OW * sizeof(floating_t))
+        if ws == NULL:
+            raise MemoryError("conv2d_forward: cannot allocate im2col workspace")
+    try:
+        with nogil:
+            for it in prange(items, schedule="static", num_threads=nt):
+                n = it // (groups * nblk)
+                gi = (it // nblk) % groups
+                blk = it % nblk
+                oy0 = blk * rb
+                oy1 = min(oy0 + rb, g.OH)
+                Pb = (oy1 - oy0) * g.OW
+                yo = &y[n, gi * OCg, 0, 0] + oy0 * g.OW
+                if direct:
+                    _gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K,
+                          &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
+                          &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
+                else:
+                    tid = omp_get_thread_num()
+                    col = ws + tid * K * rb * g.OW
+                    _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1, &xlo[0], &xhi[0])
+                    _gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K, col, <int>Pb,
+                          &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
+                if has_bias:
+                    for o in range(OCg):
+                        bo = bias[gi * OCg + o]
+                        for p in range(Pb):
+                            yo[o * P + p] = yo[o * P + p] + bo
+    finally:
+        free(ws)
+
+
+def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
+                    const floating_t[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                    const floating_t[:, :, :, ::1] w,    # IN  (OC, C/groups, KH, KW)
+                    floating_t[:, :, :, ::1] dx,         # OUT (N, C, H, W), any content
+                    floating_t[:, :, :, ::1] dw,         # OUT (OC, C/groups, KH, KW)
+                    floating_t[::1] db,                  # OUT (OC,)
+                    geom, int groups, int n_threads):
+    """Gradients of conv2d w.r.t. input, weight and bias (caller-allocated)."""
+    cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
+    cdef conv_geom g = _make_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
+    cdef index_t Cg = C // groups, OCg = OC // groups
+    cdef index_t K = Cg * g.KH * g.KW, P = g.OH * g.OW, HW = g.H * g.W
+    cdef index_t WSZ = OC * K
+    cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
+                        and g.PL == 0 and g.OH == g.H and g.OW == g.W)
+    cdef index_t rb = g.OH if direct else _rows_per_block(K, g.OH, g.OW, sizeof(floating_t))
+    cdef index_t nblk = (g.OH + rb - 1) // rb
+    cdef index_t wbytes = max(1, WSZ * <index_t>sizeof(floating_t))
+    cdef index_t S = max(1, min(min(N, <index_t>MAX_SLOTS), <index_t>DW_SLOT_CAP // wbytes))
+    cdef index_t s, n, gi, blk, oy0, oy1, Pb, tid, e, ss, o, nn, p, bufsz
+    cdef int nt = <int>max(1, min(<index_t>n_threads, S))
+    cdef floating_t* ws = NULL
+    cdef floating_t* slots = NULL
+    cdef floating_t* col
+    cdef floating_t* dcol
+    cdef const floating_t* a
+    cdef const floating_t* dyo
+    cdef floating_t acc
+    cdef double dacc
+    lo_, hi_ = _ox_ranges(g)
+    cdef const index_t[::1] xlo = lo_, xhi = hi_
+    if N == 0 or OC == 0 or C == 0:
+        dx[...] = 0
+        dw[...] = 0
+        db[...] = 0
+        return
+    bufsz = 0 if direct else K * rb * g.OW
+    try:
+        slots = <floating_t*>malloc(S * WSZ * sizeof(floating_t))
+        ws = <floating_t*>malloc(max(1, nt * 2 * bufsz) * sizeof(floating_t))
+        if slots == NULL or ws == NULL:
+            raise MemoryError("conv2d_backward: cannot allocate workspace")
+        with nogil:
+            for s in prange(S, schedule="dynamic", chunksize=1, num_threads=nt):
+                tid = omp_get_thread_num()
+                col = ws + tid * 2 * bufsz
+                dcol = col + bufsz
+                memset(slots + s * WSZ, 0, WSZ * sizeof(floating_t))
+                n = s
+                while n < N:
+                    for gi in range(groups):
+                        if not direct:
+                            memset(&dx[n, gi * Cg, 0, 0], 0, Cg * HW * sizeof(floating_t))
+                        for blk in range(nblk):
+                            oy0 = blk * rb
+                            oy1 = min(oy0 + rb, g.OH)
+                            Pb = (oy1 - oy0) * g.OW
+                            dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
+                            if P == 0:
+                                continue
+                            if direct:
+                                a = &x[n, gi * Cg, 0, 0] + oy0 * g.OW
+                                # dW_g^T (K x OCg) += x_block (K x Pb) @ dy_block^T
+                                _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, a, <int>HW,
+                                      dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                                # dx_block^T (Pb x Cg) = dy_block^T (Pb x OCg) @ W_g (OCg x K)
+                                _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
+                                      &w[gi * OCg, 0, 0, 0], <int>K, 0,
+                                      &dx[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW)
+                            else:
+                                _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
+                                             &xlo[0], &xhi[0])
+                                _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
+                                      dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                                _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
+                                      &w[gi * OCg, 0, 0, 0], <int>K, 0, dcol, <int>Pb)
+                                _col2im_rows(dcol, &dx[n, gi * Cg, 0, 0], &g, Cg, oy0, oy1,
+                                             &xlo[0], &xhi[0])
+                    n = n + S
+            # Reduce the slot copies in slot order: deterministic.
+            for e in prange(WSZ, schedule="static", num_threads=nt):
+                acc = slots[e]
+                for ss in range(1, S):
+                    acc = acc + slots[ss * WSZ + e]
+                (&dw[0, 0, 0, 0])[e] = acc
+            for o in prange(OC, schedule="static", num_threads=<int>max(1, min(<index_t>n_threads, OC))):
+                dacc = 0
+                for nn in range(N):
+                    dyo = &dy[nn, o, 0, 0]
+                    for p in range(P):
+                        dacc = dacc + dyo[p]
+                db[o] = <floating_t>dacc
+    finally:
+        free(slots)
+        free(ws)
