@@ -108,6 +108,10 @@ class Layer:
     def __repr__(self):
         return f"{type(self).__name__}(backend={self.backend!r})"
 
+    def __getnewargs_ex__(self):
+        # Unpickling calls __new__ on the concrete class: no backend dispatch.
+        return (), {}
+
 
 def _promote(x, params):
     """NumPy-style promotion of a float input with the layer's parameters."""
@@ -590,11 +594,17 @@ class SoftmaxWithLoss(Layer):
 
 
 def _backend_variant(front, backend, kernels):
-    """A registered subclass of ``front`` that runs on ``kernels``."""
-    return type(front.__name__, (front,), {
+    """A registered subclass of ``front`` that runs on ``kernels``.
+
+    It is bound to a module-level name so instances pickle and deep-copy.
+    """
+    qualname = f"_{front.__name__}_{backend}"
+    variant = type(front.__name__, (front,), {
         "backend": backend, "kernels": kernels, "_front": False, "__module__": __name__,
-        "__qualname__": f"{front.__name__}[{backend}]",
+        "__qualname__": qualname,
         "__doc__": f"{front.__name__} on the {backend!r} backend.\n\n{front.__doc__}"})
+    globals()[qualname] = variant
+    return variant
 
 
 def _register_builtin_layers():
