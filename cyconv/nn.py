@@ -1,0 +1,402 @@
+"""Networks: a :class:`Sequential` container and the textbook's ConvNet presets.
+
+A :class:`Sequential` takes a list of layers and the per-sample input shape
+``(C, H, W)``; it calls every layer's ``build`` in turn, so each layer's
+input/output shape and parameter shapes are inferred from the input shape, and
+weights are initialised (He, Xavier or a fixed std, per layer or globally).
+
+Conventions (*Deep Learning from Scratch*, ch. 5-8, with two choices made):
+
+* **Loss layer.** The network always ends in a :class:`cyconv.SoftmaxWithLoss`.
+  Give one as the last layer or leave it out: it is appended automatically.
+  It is kept apart from :attr:`Sequential.layers` (as the textbook's
+  ``last_layer``), so :meth:`Sequential.predict` returns the raw scores.
+* **Parameter keys.** :attr:`Sequential.params` maps ``"<layer index>.<name>"``
+  (``"0.W"``, ``"0.b"``, ``"3.W"``, ``"5.gamma"``...) to the layers' own arrays
+  (references, not copies), so an optimizer updating ``params`` in place
+  updates the layers.  :meth:`Sequential.gradient` returns a dict with the
+  same keys.
+
+Examples
+--------
+>>> import numpy as np, cyconv
+>>> from cyconv.nn import Sequential
+>>> net = Sequential([cyconv.Conv2D(4, 3, padding=1), cyconv.ReLU(), cyconv.MaxPool2D(2),
+...                   cyconv.Affine(10)], input_shape=(1, 8, 8), seed=0)
+>>> sorted(net.params)
+['0.W', '0.b', '3.W', '3.b']
+>>> net.predict(np.zeros((2, 1, 8, 8))).shape
+(2, 10)
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+
+from ._shapes import ShapeError
+from .layers import (
+    Affine,
+    Conv2D,
+    Dropout,
+    Layer,
+    MaxPool2D,
+    ReLU,
+    SoftmaxWithLoss,
+)
+
+__all__ = ["Sequential", "SimpleConvNet", "DeepConvNet"]
+
+
+def _strip_layer_prefix(message, layer):
+    """Drop a leading ``"<name>: "`` that the shape rule already put in the message."""
+    for prefix in {str(layer.name), type(layer).__name__, "conv2d", "pool2d"}:
+        if prefix and message.startswith(prefix + ": "):
+            return message[len(prefix) + 2:]
+    return message
+
+
+def _layer_label(layer):
+    return layer.name or type(layer).__name__
+
+
+class Sequential:
+    """A stack of layers ending in softmax-with-loss, built from the input shape.
+
+    Parameters
+    ----------
+    layers : list of cyconv.Layer
+        Layer instances, in order.  Layers with parameters may be given their
+        sizes only (``Conv2D(30, 5)``, ``Affine(100)``): ``build`` creates the
+        arrays.  A trailing :class:`cyconv.SoftmaxWithLoss` is optional (one is
+        appended when missing); a loss layer anywhere else is an error.
+    input_shape : tuple of int
+        Per-sample input shape, e.g. ``(1, 28, 28)``.
+    dtype : numpy dtype
+        Dtype of the parameters created by ``build`` (float32 or float64);
+        inputs are cast to it in :meth:`predict`.
+    weight_init : "he", "xavier", float or None
+        Global override of every parameterised layer's ``weight_init`` (for
+        layers whose weights are not given explicitly); ``None`` keeps each
+        layer's own choice.
+    seed : int, numpy Generator or None
+        Seeds weight initialisation (and Dropout masks): same seed, same
+        network.  ``None`` leaves each layer's own ``rng``.
+
+    Raises
+    ------
+    cyconv.ShapeError
+        A layer's shape rule fails; the message starts with
+        ``"layer <i> (<name>): "``.
+    """
+
+    def __init__(self, layers, input_shape, *, dtype=np.float64, weight_init=None, seed=None):
+        layers = list(layers)
+        if not layers:
+            raise ValueError("Sequential needs at least one layer")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layer {i} must be a cyconv.Layer instance, got {layer!r}")
+        loss = None
+        if getattr(layers[-1], "is_loss", False) or isinstance(layers[-1], SoftmaxWithLoss):
+            loss = layers.pop()
+        for i, layer in enumerate(layers):
+            if getattr(layer, "is_loss", False) or isinstance(layer, SoftmaxWithLoss):
+                raise ValueError(f"layer {i} ({_layer_label(layer)}) is a loss layer; "
+                                 f"it may only be the last layer")
+        self.layers = layers
+        self.loss_layer = loss if loss is not None else SoftmaxWithLoss()
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        try:
+            self.input_shape = tuple(int(s) for s in input_shape)
+        except TypeError:
+            raise TypeError(f"input_shape must be a tuple of ints such as (1, 28, 28), "
+                            f"got {input_shape!r}") from None
+        if not self.input_shape or min(self.input_shape) < 1:
+            raise ValueError(f"input_shape must hold positive sizes, got {input_shape!r}")
+        self.weight_init = weight_init
+        self.seed = seed
+        self.last_loss = None
+        self.last_scores = None
+        self._build()
+
+    # -- construction ----------------------------------------------------------
+    def _build(self):
+        rng = None if self.seed is None else np.random.default_rng(self.seed)
+        shape = self.input_shape
+        self.shapes = []  # (input shape, output shape) per layer
+        for i, layer in enumerate(self.layers):
+            if self.weight_init is not None and hasattr(layer, "weight_init"):
+                layer.weight_init = self.weight_init
+            if rng is not None and isinstance(layer, Dropout):
+                layer.rng = np.random.default_rng(rng.integers(2**63))
+            try:
+                out = layer.build(shape, dtype=self.dtype, rng=rng)
+            except ShapeError as exc:
+                raise ShapeError(f"layer {i} ({_layer_label(layer)}): "
+                                 f"{_strip_layer_prefix(str(exc), layer)}") from None
+            except (ValueError, TypeError) as exc:
+                raise type(exc)(f"layer {i} ({_layer_label(layer)}): "
+                                f"{_strip_layer_prefix(str(exc), layer)}") from None
+            out = tuple(int(s) for s in out)
+            self.shapes.append((shape, out))
+            shape = out
+        if len(shape) != 1:
+            raise ShapeError(f"the last layer ({len(self.layers) - 1}, "
+                             f"{_layer_label(self.layers[-1])}) outputs per-sample shape {shape}; "
+                             f"SoftmaxWithLoss needs class scores of shape (K,): end the network "
+                             f"with an Affine layer")
+        self.output_shape = shape
+        self.params = {}
+        for i, layer in enumerate(self.layers):
+            for name, array in layer.params.items():
+                self.params[f"{i}.{name}"] = array
+
+    def _sync_params(self):
+        """Point the layers at ``self.params`` again if a key was reassigned."""
+        for key, array in self.params.items():
+            i, name = key.split(".", 1)
+            layer = self.layers[int(i)]
+            if layer.params.get(name) is not array:
+                layer.params[name] = array
+
+    # -- forward / backward ---------------------------------------------------
+    def _check_input(self, x):
+        x = np.asarray(x)
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"input of shape {x.shape} does not match the network's input shape "
+                             f"(N, {', '.join(map(str, self.input_shape))})")
+        if x.dtype != self.dtype:
+            x = x.astype(self.dtype)
+        return x
+
+    def predict(self, x, train=False):
+        """Class scores (N, K) before the softmax."""
+        self._sync_params()
+        x = self._check_input(x)
+        for layer in self.layers:
+            x = layer.forward(x, train=train)
+        return x
+
+    def loss(self, x, t, train=True):
+        """Mean cross-entropy loss of a batch (``train=True`` as in the textbook)."""
+        return self.loss_layer.forward(self.predict(x, train=train), t)
+
+    def gradient(self, x, t):
+        """Backpropagation: the gradient of the loss, a dict keyed like :attr:`params`.
+
+        Also leaves the batch loss and scores in ``last_loss`` and ``last_scores``.
+        """
+        scores = self.predict(x, train=True)
+        self.last_loss = self.loss_layer.forward(scores, t)
+        self.last_scores = scores
+        dout = self.loss_layer.backward(1.0)
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+        return {f"{i}.{name}": layer.grads[name]
+                for i, layer in enumerate(self.layers) for name in layer.params}
+
+    def evaluate(self, x, t, batch_size=100):
+        """``(mean loss, accuracy)`` over a data set, in batches, with ``train=False``."""
+        n = len(x)
+        if n == 0:
+            raise ValueError("cannot evaluate on an empty data set")
+        total_loss = 0.0
+        correct = 0
+        labels = _labels(t)
+        for start in range(0, n, batch_size):
+            scores = self.predict(x[start:start + batch_size], train=False)
+            tb = t[start:start + batch_size]
+            total_loss += self.loss_layer.forward(scores, tb) * len(scores)
+            correct += int((scores.argmax(axis=1) == labels[start:start + batch_size]).sum())
+        return total_loss / n, correct / n
+
+    def accuracy(self, x, t, batch_size=100):
+        """Fraction of correctly classified samples (``t``: labels or one-hot)."""
+        labels = _labels(t)
+        if len(x) == 0:
+            raise ValueError("cannot compute the accuracy of an empty data set")
+        correct = 0
+        for start in range(0, len(x), batch_size):
+            scores = self.predict(x[start:start + batch_size], train=False)
+            correct += int((scores.argmax(axis=1) == labels[start:start + batch_size]).sum())
+        return correct / len(x)
+
+    # -- description -----------------------------------------------------------
+    def num_params(self):
+        return int(sum(a.size for a in self.params.values()))
+
+    def summary(self, print_fn=None):
+        """A table of layers: index, name, backend, output shape, parameter count.
+
+        Returns the table as a string; prints it as well when ``print_fn`` is
+        given (e.g. ``net.summary(print)``).
+        """
+        rows = [("#", "layer", "backend", "output shape", "params")]
+        rows.append(("", "input", "", str(self.input_shape), ""))
+        for i, (layer, (_, out)) in enumerate(zip(self.layers, self.shapes)):
+            count = sum(a.size for a in layer.params.values())
+            rows.append((str(i), _layer_label(layer), str(layer.backend), str(out), f"{count:,}"))
+        rows.append(("", _layer_label(self.loss_layer), str(self.loss_layer.backend), "()", "0"))
+        widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        rule = "-" * (sum(widths) + 2 * 4)
+
+        def fmt(r):
+            return "  ".join(r[c].rjust(widths[c]) if c in (0, 4) else r[c].ljust(widths[c])
+                             for c in range(5)).rstrip()
+
+        lines = [fmt(rows[0]), rule] + [fmt(r) for r in rows[1:]] + [rule]
+        total = self.num_params()
+        nbytes = sum(a.nbytes for a in self.params.values())
+        lines.append(f"total parameters: {total:,} ({self.dtype}, {nbytes / 1024:.1f} KiB)")
+        text = "\n".join(lines)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+    def __repr__(self):
+        inner = ", ".join(_layer_label(layer) for layer in self.layers)
+        return f"{type(self).__name__}([{inner}], input_shape={self.input_shape})"
+
+    # -- persistence ------------------------------------------------------------
+    def save_params(self, path):
+        """Save :attr:`params` to a ``.npz`` file (keys as in ``params``)."""
+        self._sync_params()
+        path = os.fspath(path)
+        with open(path, "wb") as f:
+            np.savez(f, **self.params)
+        return path
+
+    def load_params(self, path):
+        """Load parameters saved by :meth:`save_params` into the existing arrays (in place).
+
+        Raises
+        ------
+        FileNotFoundError
+            No such file.
+        ValueError
+            Not a readable ``.npz`` file (truncated, corrupt or another format),
+            or it does not match this network: a missing key, an extra key, a
+            wrong shape or a wrong dtype (the message names the key).
+        """
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such parameter file: {path!r}")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if not isinstance(data, np.lib.npyio.NpzFile):
+                    raise ValueError("not an .npz archive")
+                arrays = {key: data[key] for key in data.files}
+        except ValueError as exc:
+            if isinstance(exc, ShapeError):
+                raise
+            raise ValueError(f"{path!r} is not a valid .npz parameter file "
+                             f"(truncated or corrupt?): {exc}") from None
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+            raise ValueError(f"{path!r} is not a valid .npz parameter file "
+                             f"(truncated or corrupt?): {exc}") from None
+        except AttributeError:
+            raise ValueError(f"{path!r} is a single .npy array, not an .npz parameter "
+                             f"file") from None
+        missing = [k for k in self.params if k not in arrays]
+        extra = [k for k in arrays if k not in self.params]
+        if missing:
+            raise ValueError(f"{path!r} does not match the network: key {missing[0]!r} is "
+                             f"missing (missing: {', '.join(missing)})")
+        if extra:
+            raise ValueError(f"{path!r} does not match the network: unexpected key "
+                             f"{extra[0]!r} (extra: {', '.join(extra)})")
+        for key, array in self.params.items():
+            saved = arrays[key]
+            if saved.shape != array.shape:
+                raise ValueError(f"{path!r} does not match the network: key {key!r} has shape "
+                                 f"{saved.shape}, the network expects {array.shape}")
+            if saved.dtype != array.dtype:
+                raise ValueError(f"{path!r} does not match the network: key {key!r} has dtype "
+                                 f"{saved.dtype}, the network expects {array.dtype}")
+        self._sync_params()
+        for key, array in self.params.items():
+            array[...] = arrays[key]
+        return self
+
+
+def _labels(t):
+    t = np.asarray(t)
+    return t.argmax(axis=1) if t.ndim == 2 else t
+
+
+def _conv_option(conv, *names, default):
+    for name in names:
+        if name in conv:
+            return conv[name]
+    return default
+
+
+class SimpleConvNet(Sequential):
+    """The textbook's ch. 7 SimpleConvNet.
+
+    conv (``filters`` x ``size`` x ``size``) - ReLU - max-pool 2x2/2 -
+    affine ``hidden`` - ReLU - affine ``classes`` (- softmax-with-loss).
+
+    Parameters
+    ----------
+    input_shape : (C, H, W)
+    conv : dict
+        ``filters``, ``size``, ``pad``, ``stride`` (the textbook's
+        ``filter_num``/``filter_size`` spellings are accepted too).
+    hidden, classes : int
+    weight_init : "he", "xavier" or float
+        Default: the textbook's fixed std 0.01.
+    dtype, seed
+        As in :class:`Sequential`.
+    backend : str, optional
+        Backend of the convolution and pooling layers (default: the
+        registry's preference, the compiled one when built).
+
+    The pooling floors an odd size (as the textbook does).
+    """
+
+    def __init__(self, input_shape=(1, 28, 28), conv=None, hidden=100, classes=10, *,
+                 weight_init=0.01, dtype=np.float64, seed=None, backend=None):
+        conv = dict(conv or {})
+        filters = _conv_option(conv, "filters", "filter_num", default=30)
+        size = _conv_option(conv, "size", "filter_size", default=5)
+        pad = _conv_option(conv, "pad", "padding", default=0)
+        stride = _conv_option(conv, "stride", default=1)
+        layers = [
+            Conv2D(filters, size, stride=stride, padding=pad, backend=backend),
+            ReLU(),
+            MaxPool2D(2, 2, rounding="floor", backend=backend),
+            Affine(hidden),
+            ReLU(),
+            Affine(classes),
+        ]
+        super().__init__(layers, input_shape, dtype=dtype, weight_init=weight_init, seed=seed)
+
+
+class DeepConvNet(Sequential):
+    """The textbook's ch. 8 DeepConvNet (He initialisation).
+
+    conv3x3 16 - ReLU - conv3x3 16 - ReLU - pool -
+    conv3x3 32 - ReLU - conv3x3 32 (pad 2) - ReLU - pool -
+    conv3x3 64 - ReLU - conv3x3 64 - ReLU - pool -
+    affine ``hidden`` - ReLU - dropout 0.5 - affine ``classes`` - dropout 0.5.
+
+    Paddings 1, 1, 1, 2, 1, 1 as in the book; pools are 2x2/2 and floor odd
+    sizes.  Dropout is cyconv's (inverted) :class:`cyconv.Dropout`.
+    """
+
+    def __init__(self, input_shape=(1, 28, 28), hidden=50, classes=10, *, dropout=0.5,
+                 weight_init="he", dtype=np.float64, seed=None, backend=None):
+        layers = []
+        for filters, pad, pool in ((16, 1, False), (16, 1, True), (32, 1, False),
+                                   (32, 2, True), (64, 1, False), (64, 1, True)):
+            layers += [Conv2D(filters, 3, padding=pad, backend=backend), ReLU()]
+            if pool:
+                layers.append(MaxPool2D(2, 2, rounding="floor", backend=backend))
+        layers += [Affine(hidden), ReLU(), Dropout(dropout), Affine(classes), Dropout(dropout)]
+        super().__init__(layers, input_shape, dtype=dtype, weight_init=weight_init, seed=seed)

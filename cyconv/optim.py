@@ -1,0 +1,188 @@
+"""Optimizers with the textbook's semantics (*Deep Learning from Scratch*, ch. 6).
+
+Every optimizer has ``update(params, grads)``: it changes the arrays in
+``params`` **in place** (so layers holding the same arrays see the update) and
+keeps its state (velocities, squared-gradient sums...) per key.
+
+=========  ==========================================================================
+SGD        ``p -= lr * g``
+Momentum   ``v = momentum * v - lr * g; p += v``
+Nesterov   ``v = momentum * v - lr * g; p += momentum**2 * v - (1 + momentum) * lr * g``
+AdaGrad    ``h += g * g; p -= lr * g / (sqrt(h) + 1e-7)``
+RMSprop    ``h = decay * h + (1 - decay) * g * g; p -= lr * g / (sqrt(h) + 1e-7)``
+Adam       ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
+           ``m += (1 - beta1) * (g - m); v += (1 - beta2) * (g*g - v)``;
+           ``p -= lr_t * m / (sqrt(v) + 1e-7)``
+=========  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+__all__ = ["Optimizer", "SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam",
+           "get_optimizer", "OPTIMIZERS"]
+
+EPS = 1e-7
+
+
+def _check_rate(value, name, *, upper=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{name} must be a positive number, got {value!r}")
+    if upper is not None and not value < upper:
+        raise ValueError(f"{name} must be < {upper}, got {value!r}")
+    return float(value)
+
+
+def _check_fraction(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+class Optimizer:
+    """Base class: state per parameter key, updated in place."""
+
+    def __init__(self, lr):
+        self.lr = _check_rate(lr, "lr")
+        self.state = {}
+
+    def _pairs(self, params, grads):
+        for key, p in params.items():
+            if key not in grads:
+                raise KeyError(f"no gradient for parameter {key!r}")
+            g = grads[key]
+            if np.shape(g) != p.shape:
+                raise ValueError(f"gradient {key!r} has shape {np.shape(g)}, "
+                                 f"parameter has {p.shape}")
+            yield key, p, g
+
+    def _slot(self, key, p, name="v"):
+        slots = self.state.setdefault(key, {})
+        if name not in slots:
+            slots[name] = np.zeros_like(p)
+        return slots[name]
+
+    def update(self, params, grads):
+        raise NotImplementedError
+
+    def __repr__(self):
+        return f"{type(self).__name__}(lr={self.lr})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent."""
+
+    def __init__(self, lr=0.01):
+        super().__init__(lr)
+
+    def update(self, params, grads):
+        for _, p, g in self._pairs(params, grads):
+            p -= self.lr * g
+
+
+class Momentum(Optimizer):
+    """SGD with momentum."""
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__(lr)
+        self.momentum = _check_fraction(momentum, "momentum")
+
+    def update(self, params, grads):
+        for key, p, g in self._pairs(params, grads):
+            v = self._slot(key, p)
+            v *= self.momentum
+            v -= self.lr * g
+            p += v
+
+
+class Nesterov(Optimizer):
+    """Nesterov's accelerated gradient, in the textbook's formulation."""
+
+    def __init__(self, lr=0.01, momentum=0.9):
+        super().__init__(lr)
+        self.momentum = _check_fraction(momentum, "momentum")
+
+    def update(self, params, grads):
+        m = self.momentum
+        for key, p, g in self._pairs(params, grads):
+            v = self._slot(key, p)
+            v *= m
+            v -= self.lr * g
+            p += m * m * v
+            p -= (1 + m) * self.lr * g
+
+
+class AdaGrad(Optimizer):
+    """Per-parameter learning rates from the accumulated squared gradients."""
+
+    def __init__(self, lr=0.01):
+        super().__init__(lr)
+
+    def update(self, params, grads):
+        for key, p, g in self._pairs(params, grads):
+            h = self._slot(key, p, "h")
+            h += g * g
+            p -= self.lr * g / (np.sqrt(h) + EPS)
+
+
+class RMSprop(Optimizer):
+    """AdaGrad with an exponential moving average of the squared gradients."""
+
+    def __init__(self, lr=0.01, decay_rate=0.99):
+        super().__init__(lr)
+        self.decay_rate = _check_fraction(decay_rate, "decay_rate")
+
+    def update(self, params, grads):
+        d = self.decay_rate
+        for key, p, g in self._pairs(params, grads):
+            h = self._slot(key, p, "h")
+            h *= d
+            h += (1 - d) * g * g
+            p -= self.lr * g / (np.sqrt(h) + EPS)
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba), with the bias correction folded into the step size."""
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+        super().__init__(lr)
+        self.beta1 = _check_fraction(beta1, "beta1")
+        self.beta2 = _check_fraction(beta2, "beta2")
+        self.iter = 0
+
+    def update(self, params, grads):
+        self.iter += 1
+        b1, b2 = self.beta1, self.beta2
+        lr_t = self.lr * np.sqrt(1.0 - b2 ** self.iter) / (1.0 - b1 ** self.iter)
+        for key, p, g in self._pairs(params, grads):
+            m = self._slot(key, p, "m")
+            v = self._slot(key, p, "v")
+            m += (1 - b1) * (g - m)
+            v += (1 - b2) * (g * g - v)
+            p -= lr_t * m / (np.sqrt(v) + EPS)
+
+
+OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
+              "rmsprop": RMSprop, "adam": Adam}
+
+
+def get_optimizer(optimizer="adam", **kwargs):
+    """An optimizer instance from a name (case-insensitive) and keyword arguments.
+
+    An :class:`Optimizer` instance (or anything with ``update``) is returned as is.
+    """
+    if hasattr(optimizer, "update"):
+        if kwargs:
+            raise ValueError("optimizer parameters are only accepted with an optimizer name")
+        return optimizer
+    if not isinstance(optimizer, str) or optimizer.lower() not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {optimizer!r}; choose one of "
+                         f"{', '.join(OPTIMIZERS)} or pass an instance")
+    cls = OPTIMIZERS[optimizer.lower()]
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for {cls.__name__}: {exc}") from None

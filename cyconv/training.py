@@ -1,0 +1,221 @@
+"""Mini-batch training with a progress bar and a per-epoch history.
+
+:class:`Trainer` follows the textbook's ``common/trainer.py`` (ch. 7-8), with
+these choices:
+
+* every epoch visits the training set once in a fresh random order
+  (mini-batches drawn **without** replacement; the last batch may be smaller);
+* per epoch the history records the **training loss and accuracy** (running
+  means over that epoch's mini-batches, measured in training mode while the
+  weights change, as Keras reports them) and the **test loss and accuracy**
+  (evaluated on the whole held-out set with ``train=False`` at the end of the
+  epoch);
+* ``seed`` makes the shuffling reproducible (seed the network too, e.g.
+  ``SimpleConvNet(seed=0)``, for bit-identical runs);
+* Ctrl-C (:class:`KeyboardInterrupt`) stops training cleanly: the history of
+  the completed epochs and the parameters reached so far are kept, and
+  :meth:`Trainer.train` returns normally with ``interrupted=True``.
+
+The progress bar is tqdm's when tqdm is installed (``pip install
+"cyconv[demo]"``) and plain one-line-per-epoch prints otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .optim import get_optimizer
+
+__all__ = ["Trainer", "History"]
+
+
+@dataclass
+class History:
+    """What :meth:`Trainer.train` measured (one entry per completed epoch)."""
+
+    train_loss: list = field(default_factory=list)
+    train_acc: list = field(default_factory=list)
+    test_loss: list = field(default_factory=list)
+    test_acc: list = field(default_factory=list)
+    epoch_time: list = field(default_factory=list)
+    steps: int = 0
+    samples: int = 0
+    train_time: float = 0.0
+    interrupted: bool = False
+
+    @property
+    def epochs(self):
+        return len(self.train_loss)
+
+    @property
+    def samples_per_second(self):
+        return self.samples / self.train_time if self.train_time > 0 else float("nan")
+
+    def as_dict(self):
+        return {"train_loss": list(self.train_loss), "train_acc": list(self.train_acc),
+                "test_loss": list(self.test_loss), "test_acc": list(self.test_acc),
+                "epoch_time": list(self.epoch_time), "steps": self.steps,
+                "samples": self.samples, "train_time": self.train_time,
+                "interrupted": self.interrupted}
+
+
+def _tqdm():
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
+
+
+def _labels(t):
+    t = np.asarray(t)
+    return t.argmax(axis=1) if t.ndim == 2 else t
+
+
+class Trainer:
+    """Train ``network`` on ``(x_train, t_train)``, evaluating on ``(x_test, t_test)``.
+
+    Parameters
+    ----------
+    network
+        A :class:`cyconv.nn.Sequential` (or any object with ``params``,
+        ``gradient(x, t)`` and ``evaluate(x, t, batch_size)`` or
+        ``loss``/``accuracy``).
+    x_train, t_train, x_test, t_test : ndarray
+        Inputs (N, C, H, W) and integer labels (N,) or one-hot targets.
+    epochs, batch_size : int
+    optimizer : str or optimizer instance
+        ``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``,
+        ``"adam"`` (see :mod:`cyconv.optim`) or an object with ``update``.
+    optimizer_params : dict
+        Keyword arguments for a named optimizer, e.g. ``{"lr": 1e-3}``.
+    seed : int or None
+        Seeds the shuffling.
+    progress : bool
+        Show a progress bar (tqdm) or per-epoch lines; ``False`` is silent.
+    eval_batch_size : int
+        Batch size of the evaluation passes.
+    callback : callable, optional
+        ``callback(trainer, epoch, step, loss)`` after every optimizer step.
+    file : text stream
+        Where progress goes (default ``sys.stderr``).
+    """
+
+    def __init__(self, network, x_train, t_train, x_test=None, t_test=None, *, epochs=20,
+                 batch_size=100, optimizer="adam", optimizer_params=None, seed=None,
+                 progress=True, eval_batch_size=500, callback=None, file=None):
+        if len(x_train) != len(t_train):
+            raise ValueError(f"x_train has {len(x_train)} samples but t_train has {len(t_train)}")
+        if len(x_train) == 0:
+            raise ValueError("the training set is empty")
+        if (x_test is None) != (t_test is None):
+            raise ValueError("give both x_test and t_test, or neither")
+        if x_test is not None and len(x_test) != len(t_test):
+            raise ValueError(f"x_test has {len(x_test)} samples but t_test has {len(t_test)}")
+        for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                            ("eval_batch_size", eval_batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.network = network
+        self.x_train, self.t_train = x_train, t_train
+        self.x_test, self.t_test = x_test, t_test
+        self.epochs, self.batch_size = int(epochs), int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.optimizer = get_optimizer(optimizer, **(optimizer_params or {}))
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.progress = progress
+        self.callback = callback
+        self.file = file
+        self.history = History()
+
+    @property
+    def interrupted(self):
+        return self.history.interrupted
+
+    def _evaluate(self, x, t):
+        net = self.network
+        if hasattr(net, "evaluate"):
+            return net.evaluate(x, t, batch_size=self.eval_batch_size)
+        loss = float(np.mean([net.loss(x[i:i + self.eval_batch_size],
+                                       t[i:i + self.eval_batch_size])
+                              for i in range(0, len(x), self.eval_batch_size)]))
+        return loss, net.accuracy(x, t)
+
+    def _say(self, bar, text):
+        if not self.progress:
+            return
+        out = self.file or sys.stderr
+        if bar is not None:
+            bar.write(text, file=out)
+        else:
+            print(text, file=out, flush=True)
+
+    def train(self):
+        """Run the epochs; return the :class:`History` (also in ``self.history``)."""
+        history = self.history
+        n = len(self.x_train)
+        steps_per_epoch = -(-n // self.batch_size)
+        tqdm = _tqdm() if self.progress else None
+        labels = _labels(self.t_train)
+        try:
+            for epoch in range(1, self.epochs + 1):
+                order = self.rng.permutation(n)
+                bar = None
+                if tqdm is not None:
+                    bar = tqdm(total=n, desc=f"epoch {epoch}/{self.epochs}", unit="img",
+                               leave=False, file=self.file or sys.stderr, dynamic_ncols=True)
+                t0 = time.perf_counter()
+                loss_sum, correct, seen = 0.0, 0, 0
+                try:
+                    for step in range(steps_per_epoch):
+                        idx = order[step * self.batch_size:(step + 1) * self.batch_size]
+                        xb, tb = self.x_train[idx], self.t_train[idx]
+                        grads = self.network.gradient(xb, tb)
+                        self.optimizer.update(self.network.params, grads)
+                        loss = getattr(self.network, "last_loss", None)
+                        if loss is None:
+                            loss = self.network.loss(xb, tb)
+                        scores = getattr(self.network, "last_scores", None)
+                        if scores is not None:
+                            correct += int((scores.argmax(axis=1) == labels[idx]).sum())
+                        loss_sum += loss * len(idx)
+                        seen += len(idx)
+                        history.steps += 1
+                        history.samples += len(idx)
+                        if self.callback is not None:
+                            self.callback(self, epoch, step, loss)
+                        if bar is not None:
+                            rate = seen / max(time.perf_counter() - t0, 1e-9)
+                            bar.update(len(idx))
+                            bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
+                                            acc=f"{correct / seen:.3f}",
+                                            rate=f"{rate:.0f}/s", refresh=False)
+                finally:
+                    epoch_train_time = time.perf_counter() - t0
+                    history.train_time += epoch_train_time
+                    if bar is not None:
+                        bar.close()
+                history.train_loss.append(loss_sum / seen)
+                history.train_acc.append(correct / seen if scores is not None
+                                         else float("nan"))
+                if self.x_test is not None:
+                    test_loss, test_acc = self._evaluate(self.x_test, self.t_test)
+                else:
+                    test_loss, test_acc = float("nan"), float("nan")
+                history.test_loss.append(float(test_loss))
+                history.test_acc.append(float(test_acc))
+                history.epoch_time.append(epoch_train_time)
+                self._say(None if tqdm is None else tqdm,
+                          f"epoch {epoch}/{self.epochs}: loss {history.train_loss[-1]:.4f} "
+                          f"acc {history.train_acc[-1]:.4f} | test loss {test_loss:.4f} "
+                          f"acc {test_acc:.4f} | {seen / epoch_train_time:.0f} samples/s")
+        except KeyboardInterrupt:
+            history.interrupted = True
+            self._say(None, f"interrupted after {history.epochs} complete epoch(s) and "
+                            f"{history.steps} steps; the parameters reached so far are kept")
+        return history
