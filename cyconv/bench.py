@@ -1,0 +1,448 @@
+"""Benchmark the compiled kernels against the NumPy reference and PyTorch (CPU).
+
+Usage::
+
+    python -m cyconv.bench                 # every op, f32 and f64, 2 threads (or all cores if fewer)
+    python -m cyconv.bench --threads 2 --json bench.json
+    python -m cyconv.bench --ops conv_vgg,maxpool_3x3s2 --quick
+    python -m cyconv.bench --ops 1,3,7     # by number (see --list)
+    python -m cyconv.bench --scaling       # threads 1, 2, 4, ... up to all cores
+
+For every op, dtype and pass (forward, forward+backward) it reports the median
+time in ms of the cython backend, the numpy backend and, when ``torch`` is
+importable, ``torch.nn.functional`` on CPU with the same thread count
+(``torch.set_num_threads``), plus the ratios torch/cython and numpy/cython
+(> 1 means cython is faster), all measured in the same run.
+
+Environment.  OpenBLAS reads ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` when
+it is loaded; on some machines these are set to values that halve GEMM speed.
+glibc's default malloc returns large freed blocks to the OS, so every call
+page-faults its output buffers afresh (PyTorch suffers most).  So, before
+NumPy is imported, the benchmark re-executes itself once with both OpenBLAS
+variables removed and ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_``
+raised, for every library measured alike (``--no-reexec`` measures the
+environment as it is; the header then warns).  Timings go through the public
+functional API (``cyconv.conv2d(..., backend=...)``, validation included) when
+it is available, else straight to the kernel modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+_REEXEC_MARK = "CYCONV_BENCH_REEXEC"
+_ORIG_PREFIX = "CYCONV_BENCH_ORIG_"
+_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 25)}
+
+# name: (kind, x shape, w shape or kernel, options)
+OPS = [
+    ("conv_book", "conv", (100, 1, 28, 28), (30, 1, 5, 5), dict(stride=1, padding=0)),
+    ("conv_lenet2", "conv", (64, 6, 14, 14), (16, 6, 5, 5), dict(stride=1, padding=0)),
+    ("conv_cifar", "conv", (64, 32, 32, 32), (64, 32, 3, 3), dict(stride=1, padding=1)),
+    ("conv_vgg", "conv", (16, 64, 56, 56), (64, 64, 3, 3), dict(stride=1, padding=1)),
+    ("conv_strided", "conv", (32, 16, 64, 64), (32, 16, 3, 3),
+     dict(stride=2, padding=1, rounding="floor")),
+    ("conv_1x1", "conv", (32, 256, 14, 14), (128, 256, 1, 1), dict(stride=1, padding=0)),
+    ("maxpool_book", "maxpool", (100, 30, 24, 24), 2, dict(stride=2, padding=0)),
+    ("maxpool_cifar", "maxpool", (64, 64, 32, 32), 2, dict(stride=2, padding=0)),
+    ("maxpool_vgg", "maxpool", (16, 64, 56, 56), 2, dict(stride=2, padding=0)),
+    ("maxpool_3x3s2", "maxpool", (16, 64, 112, 112), 3,
+     dict(stride=2, padding=1, rounding="floor")),
+    ("avgpool_2x2", "avgpool", (16, 64, 112, 112), 2, dict(stride=2, padding=0)),
+]
+QUICK_OPS = ("conv_book", "conv_cifar", "conv_1x1", "maxpool_cifar", "avgpool_2x2")
+
+
+def _prepare_environment(argv):
+    """Re-exec once with the BLAS variables unset and malloc thresholds raised."""
+    if "--no-reexec" in argv or os.environ.get(_REEXEC_MARK):
+        return
+    env = dict(os.environ)
+    changed = False
+    for var in _BLAS_VARS:
+        if var in env:
+            env[_ORIG_PREFIX + var] = env.pop(var)
+            changed = True
+    for var, value in _MALLOC_ENV.items():
+        if var not in env:
+            env[var] = value
+            changed = True
+    if not changed:
+        return
+    env[_REEXEC_MARK] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(sys.executable, [sys.executable, "-m", "cyconv.bench", *argv], env)
+    except OSError as exc:  # pragma: no cover - exotic platforms
+        print(f"warning: could not re-exec the benchmark ({exc}); measuring as is",
+              file=sys.stderr)
+
+
+def _set_mallopt():
+    """Raise glibc's trim/mmap thresholds in-process too (harmless elsewhere)."""
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
+        libc.mallopt(-3, 1 << 25)   # M_MMAP_THRESHOLD (glibc's maximum is 32 MiB)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _header(threads_list):
+    import numpy as np
+    lines = [f"cyconv benchmark  (python {platform.python_version()}, numpy {np.__version__})",
+             f"CPU: {_cpu_model()}; {os.cpu_count()} logical cores; threads: "
+             + ",".join(map(str, threads_list))]
+    try:
+        from threadpoolctl import threadpool_info
+        for info in threadpool_info():
+            if info.get("user_api") == "blas":
+                lines.append(f"BLAS: {info.get('internal_api')} {info.get('version')} "
+                             f"kernel={info.get('architecture')} "
+                             f"({os.path.basename(info.get('filepath', ''))})")
+    except Exception as exc:  # threadpoolctl missing
+        lines.append(f"BLAS: unknown ({exc})")
+    for var in _BLAS_VARS:
+        if var in os.environ:
+            lines.append(f"WARNING: {var}={os.environ[var]} is set: OpenBLAS may run at half "
+                         f"speed; unset it (or run without --no-reexec).")
+        elif _ORIG_PREFIX + var in os.environ:
+            lines.append(f"note: {var}={os.environ[_ORIG_PREFIX + var]} was set; unset for "
+                         f"this run.")
+    return lines
+
+
+def _median_ms(fn, repeats, budget_s):
+    fn()  # warm-up (allocator, caches, lazy imports)
+    times = []
+    start = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        if len(times) >= 3 and time.perf_counter() - start > budget_s:
+            break
+    return statistics.median(times)
+
+
+def _cyconv_calls(op, x, w, b, dy, backend, threads):
+    """(forward, forward+backward) closures for one cyconv backend."""
+    import numpy as np
+    name, kind, _, wk, opts = op
+    try:
+        import cyconv
+        api = all(hasattr(cyconv, f) for f in ("conv2d", "conv2d_backward", "max_pool2d",
+                                               "max_pool2d_backward", "avg_pool2d",
+                                               "avg_pool2d_backward"))
+    except Exception:  # the public API is unavailable: use the kernels
+        api = False
+    if api:
+        if kind == "conv":
+            def fwd():
+                return cyconv.conv2d(x, w, b, backend=backend, n_threads=threads, **opts)
+
+            def fwdbwd():
+                fwd()
+                return cyconv.conv2d_backward(dy, x, w, backend=backend, n_threads=threads,
+                                              **opts)
+        elif kind == "maxpool":
+            def fwd():
+                return cyconv.max_pool2d(x, wk, return_indices=True, backend=backend,
+                                         n_threads=threads, **opts)
+
+            def fwdbwd():
+                _, idx = fwd()
+                return cyconv.max_pool2d_backward(dy, x, wk, indices=idx, backend=backend,
+                                                  n_threads=threads, **opts)
+        else:
+            def fwd():
+                return cyconv.avg_pool2d(x, wk, backend=backend, n_threads=threads, **opts)
+
+            def fwdbwd():
+                fwd()
+                return cyconv.avg_pool2d_backward(dy, x, wk, backend=backend,
+                                                  n_threads=threads, **opts)
+        return fwd, fwdbwd, "api"
+
+    from cyconv._shapes import resolve_geometry
+    if backend == "cython":
+        from cyconv.backends import cython_backend as kern
+    else:
+        from cyconv.backends import numpy_backend as kern
+    opts = dict(opts)
+    rounding = opts.pop("rounding", "exact")
+    if kind == "conv":
+        geom = resolve_geometry(x.shape[2:], w.shape[2:], rounding=rounding, **opts)
+
+        def fwd():
+            return kern.conv2d_forward(x, w, b, geom, 1, threads)
+
+        def fwdbwd():
+            fwd()
+            return kern.conv2d_backward(dy, x, w, geom, 1, threads)
+    else:
+        geom = resolve_geometry(x.shape[2:], wk, rounding=rounding, max_pool_padding=True,
+                                layer="pool2d", **opts)
+        if kind == "maxpool":
+            def fwd():
+                return kern.max_pool2d_forward(x, geom, threads)
+
+            def fwdbwd():
+                _, idx = fwd()
+                return kern.max_pool2d_backward(dy, idx, x.shape, threads)
+        else:
+            def fwd():
+                return kern.avg_pool2d_forward(x, geom, True, None, threads)
+
+            def fwdbwd():
+                fwd()
+                return kern.avg_pool2d_backward(dy, x.shape, geom, True, None, threads)
+    del np
+    return fwd, fwdbwd, "kernels"
+
+
+def _torch_calls(op, x, w, b, dy):
+    import torch
+    import torch.nn.functional as F
+    name, kind, _, wk, opts = op
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    tdy = torch.from_numpy(dy.copy())
+    ceil = opts.get("rounding") == "ceil"
+    if kind == "conv":
+        tw = torch.from_numpy(w.copy()).requires_grad_(True)
+        tb = torch.from_numpy(b.copy()).requires_grad_(True)
+
+        def fwd():
+            return F.conv2d(tx, tw, tb, stride=opts["stride"], padding=opts["padding"])
+
+        def fwdbwd():
+            tx.grad = tw.grad = tb.grad = None
+            fwd().backward(tdy)
+    elif kind == "maxpool":
+        def fwd():
+            return F.max_pool2d(tx, wk, stride=opts["stride"], padding=opts["padding"],
+                                ceil_mode=ceil)
+
+        def fwdbwd():
+            tx.grad = None
+            fwd().backward(tdy)
+    else:
+        def fwd():
+            return F.avg_pool2d(tx, wk, stride=opts["stride"], padding=opts["padding"],
+                                ceil_mode=ceil)
+
+        def fwdbwd():
+            tx.grad = None
+            fwd().backward(tdy)
+    return fwd, fwdbwd
+
+
+def _out_shape(op):
+    from cyconv._shapes import resolve_geometry
+    name, kind, xs, wk, opts = op
+    opts = dict(opts)
+    rounding = opts.pop("rounding", "exact")
+    if kind == "conv":
+        g = resolve_geometry(xs[2:], wk[2:], rounding=rounding, **opts)
+        return (xs[0], wk[0], g.out_h, g.out_w)
+    g = resolve_geometry(xs[2:], wk, rounding=rounding, max_pool_padding=True, **opts)
+    return (xs[0], xs[1], g.out_h, g.out_w)
+
+
+def _select_ops(spec, quick):
+    if not spec:
+        return [op for op in OPS if not quick or op[0] in QUICK_OPS]
+    chosen = []
+    for item in spec.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.isdigit():
+            k = int(item)
+            if not 1 <= k <= len(OPS):
+                raise SystemExit(f"--ops: no op number {k} (1..{len(OPS)}; see --list)")
+            chosen.append(OPS[k - 1])
+        else:
+            match = [op for op in OPS if op[0] == item]
+            if not match:
+                raise SystemExit(f"--ops: unknown op {item!r}; known: "
+                                 + ", ".join(op[0] for op in OPS))
+            chosen.append(match[0])
+    return chosen
+
+
+def _run(ops, dtypes, threads, repeats, budget, with_numpy, with_torch, log):
+    import numpy as np
+    rows = []
+    for op in ops:
+        name, kind, xs, wk, opts = op
+        for dtype in dtypes:
+            rng = np.random.default_rng(0)
+            x = rng.standard_normal(xs).astype(dtype)
+            w = rng.standard_normal(wk).astype(dtype) if kind == "conv" else None
+            b = rng.standard_normal(wk[0]).astype(dtype) if kind == "conv" else None
+            dy = rng.standard_normal(_out_shape(op)).astype(dtype)
+            cy_f, cy_fb, path = _cyconv_calls(op, x, w, b, dy, "cython", threads)
+            res = {"op": name, "dtype": np.dtype(dtype).name, "threads": threads, "path": path}
+            res["cython_fwd_ms"] = _median_ms(cy_f, repeats, budget)
+            res["cython_fwdbwd_ms"] = _median_ms(cy_fb, repeats, budget)
+            if with_numpy:
+                np_f, np_fb, _ = _cyconv_calls(op, x, w, b, dy, "numpy", threads)
+                res["numpy_fwd_ms"] = _median_ms(np_f, max(3, repeats // 4), budget / 2)
+                res["numpy_fwdbwd_ms"] = _median_ms(np_fb, max(3, repeats // 4), budget / 2)
+            if with_torch:
+                t_f, t_fb = _torch_calls(op, x, w, b, dy)
+                res["torch_fwd_ms"] = _median_ms(t_f, repeats, budget)
+                res["torch_fwdbwd_ms"] = _median_ms(t_fb, repeats, budget)
+            for p in ("fwd", "fwdbwd"):
+                cy = res[f"cython_{p}_ms"]
+                if with_torch:
+                    res[f"torch_over_cython_{p}"] = res[f"torch_{p}_ms"] / cy
+                if with_numpy:
+                    res[f"numpy_over_cython_{p}"] = res[f"numpy_{p}_ms"] / cy
+            rows.append(res)
+            log(_format_row(res, with_numpy, with_torch))
+    return rows
+
+
+def _fmt(v, ratio=False):
+    if v is None:
+        return "-"
+    return f"{v:.2f}x" if ratio else f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def _table_header(with_numpy, with_torch):
+    cols = ["op", "dtype", "pass", "cython ms"]
+    if with_numpy:
+        cols.append("numpy ms")
+    if with_torch:
+        cols.append("torch ms")
+    if with_torch:
+        cols.append("torch/cy")
+    if with_numpy:
+        cols.append("numpy/cy")
+    return "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols)
+
+
+def _format_row(res, with_numpy, with_torch):
+    lines = []
+    for p, label in (("fwd", "fwd"), ("fwdbwd", "fwd+bwd")):
+        cells = [res["op"], res["dtype"], label, _fmt(res[f"cython_{p}_ms"])]
+        if with_numpy:
+            cells.append(_fmt(res.get(f"numpy_{p}_ms")))
+        if with_torch:
+            cells.append(_fmt(res.get(f"torch_{p}_ms")))
+            cells.append(_fmt(res.get(f"torch_over_cython_{p}"), True))
+        if with_numpy:
+            cells.append(_fmt(res.get(f"numpy_over_cython_{p}"), True))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Entry point of ``python -m cyconv.bench`` (and ``cyconv bench``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="cyconv bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="thread count for every library (default: min(2, cores))")
+    parser.add_argument("--ops", default="", help="comma list of op names or numbers")
+    parser.add_argument("--dtypes", default="float32,float64", help="comma list")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and ops")
+    parser.add_argument("--scaling", action="store_true",
+                        help="run thread counts 1, 2, 4, ... up to all cores")
+    parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
+    parser.add_argument("--no-numpy", action="store_true", help="skip the numpy backend")
+    parser.add_argument("--no-torch", action="store_true", help="skip torch")
+    parser.add_argument("--list", action="store_true", help="list the ops and exit")
+    parser.add_argument("--no-reexec", action="store_true",
+                        help="measure in the current environment (no BLAS/malloc fix-ups)")
+    args = parser.parse_args(argv)
+    if args.list:
+        for k, op in enumerate(OPS, 1):
+            print(f"{k:2d} {op[0]:14s} {op[1]:8s} x{op[2]} {op[3]} {op[4]}")
+        return 0
+    _prepare_environment(argv)
+    _set_mallopt()
+
+    import numpy as np  # noqa: F401  (after the environment is settled)
+    cores = os.cpu_count() or 1
+    if args.scaling:
+        threads_list, t = [], 1
+        while t < cores:
+            threads_list.append(t)
+            t *= 2
+        threads_list.append(cores)
+    else:
+        threads_list = [args.threads or min(2, cores)]
+    ops = _select_ops(args.ops, args.quick)
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    with_torch = not args.no_torch
+    if with_torch:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            with_torch = False
+    repeats, budget = (5, 0.3) if args.quick else (21, 1.5)
+
+    def log(text):
+        print(text, flush=True)
+
+    for line in _header(threads_list):
+        log(line)
+    if with_torch:
+        import torch
+        log(f"torch {torch.__version__} (CPU)")
+    else:
+        log("torch: not importable, skipped")
+    results = []
+    for threads in threads_list:
+        if with_torch:
+            import torch
+            torch.set_num_threads(threads)
+        log(f"\n## {threads} thread(s)  (median ms; ratio > 1: cython faster)\n")
+        log(_table_header(not args.no_numpy, with_torch))
+        results += _run(ops, dtypes, threads, repeats, budget, not args.no_numpy,
+                        with_torch, log)
+    if args.scaling and len(threads_list) > 1:
+        log("\n## scaling: cython fwd+bwd ms by thread count\n")
+        log("| op | dtype | " + " | ".join(f"{t} thr" for t in threads_list) + " |")
+        log("|---|---|" + "---|" * len(threads_list))
+        for op in ops:
+            for dtype in dtypes:
+                cells = []
+                for t in threads_list:
+                    r = [r for r in results if r["op"] == op[0] and r["dtype"] == dtype
+                         and r["threads"] == t]
+                    cells.append(_fmt(r[0]["cython_fwdbwd_ms"]) if r else "-")
+                log(f"| {op[0]} | {dtype} | " + " | ".join(cells) + " |")
+    if args.json:
+        meta = {"header": _header(threads_list), "argv": argv}
+        with open(args.json, "w") as f:
+            json.dump({"meta": meta, "results": results}, f, indent=1)
+        log(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

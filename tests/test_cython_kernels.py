@@ -1,0 +1,388 @@
+"""Parity of the compiled kernels (cython_backend) with the NumPy reference.
+
+Tolerances.  float64 results must agree with the reference to 1e-12 relative
+to the largest magnitude of the result.  In float32 the two implementations
+sum the same products in different orders (BLAS blocking vs NumPy's matmul /
+pairwise sums), and recursive summation of L terms has error at most about
+L * eps * sum|terms| (Higham, gamma_L).  So each float32 element is checked
+against ``2 * L * eps32 * B`` where L is the reduction length of that output
+(Cg*KH*KW for y, OCg*KH*KW for dx, N*OH*OW for dW and db, KH*KW for average
+pooling) and B the same operation applied to absolute values (a rigorous
+worst-case bound for both sides together), plus a denormal-size floor.
+Max pooling is a selection, so it must match exactly (values and indices),
+and its backward adds in the same order as the reference, so exactly too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from cyconv._shapes import ShapeError, resolve_geometry
+from cyconv.backends import cython_backend as cb
+from cyconv.backends import numpy_backend as nb
+from cyconv_ext import _conv
+
+SETTINGS = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+DTYPES = (np.float64, np.float32)
+
+
+# -- helpers -------------------------------------------------------------------
+
+def assert_close(actual, expected, bound_abs, reduction_len, dtype, what):
+    """float64: 1e-12 relative to the largest |expected|; float32: 2*L*eps*B."""
+    actual = np.asarray(actual, dtype=np.float64)
+    expected = np.asarray(expected, dtype=np.float64)
+    assert actual.shape == expected.shape, what
+    err = np.abs(actual - expected)
+    if dtype == np.float64:
+        scale = max(np.max(np.abs(expected), initial=0.0), 1e-300)
+        tol = 1e-12 * max(scale, np.max(bound_abs, initial=0.0))
+        assert np.all(err <= tol), f"{what}: max err {err.max()} > {tol}"
+    else:
+        eps = np.finfo(np.float32).eps
+        tol = 2.0 * max(reduction_len, 1) * eps * np.asarray(bound_abs, np.float64) + 1e-30
+        bad = err > tol
+        assert not bad.any(), f"{what}: {bad.sum()} elements exceed the bound; max err {err.max()}"
+
+
+def geometries(max_kernel=4, pool=False):
+    """Draw kernel, dilation, stride, padding (asymmetric), rounding, then a fitting input."""
+    @st.composite
+    def draw(data):
+        kh, kw = data(st.integers(1, max_kernel)), data(st.integers(1, max_kernel))
+        dh, dw = (1, 1) if pool == "avg" else (data(st.integers(1, 2)), data(st.integers(1, 2)))
+        sh, sw = data(st.integers(1, 3)), data(st.integers(1, 3))
+        if pool:
+            pads = tuple((data(st.integers(0, k // 2)), data(st.integers(0, k // 2)))
+                         for k in (kh, kw))
+        else:
+            pads = tuple((data(st.integers(0, 2)), data(st.integers(0, 2))) for _ in range(2))
+        rounding = data(st.sampled_from(["floor", "ceil", "exact"]))
+        size = []
+        for k, d, s, (pa, pb) in zip((kh, kw), (dh, dw), (sh, sw), pads):
+            eff = d * (k - 1) + 1
+            if rounding == "exact":
+                out = data(st.integers(1, 5))
+                n = (out - 1) * s + eff - pa - pb
+            else:
+                n = data(st.integers(max(1, eff - pa - pb), max(1, eff - pa - pb) + 7))
+            assume(n >= 1)
+            size.append(n)
+        try:
+            return resolve_geometry(tuple(size), (kh, kw), stride=(sh, sw), padding=pads,
+                                    dilation=(dh, dw), rounding=rounding,
+                                    max_pool_padding=bool(pool),
+                                    layer="pool2d" if pool else "conv2d")
+        except ShapeError:
+            assume(False)
+    return draw()
+
+
+def conv_case(data, geom, dtype):
+    groups_kind = data.draw(st.sampled_from(["one", "two", "depthwise"]))
+    if groups_kind == "one":
+        groups, cg, ocg = 1, data.draw(st.integers(1, 4)), data.draw(st.integers(1, 5))
+    elif groups_kind == "two":
+        groups, cg, ocg = 2, data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    else:
+        groups = data.draw(st.integers(1, 5))
+        cg, ocg = 1, data.draw(st.integers(1, 2))
+    n = data.draw(st.integers(1, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((n, cg * groups, geom.in_h, geom.in_w)).astype(dtype)
+    w = rng.standard_normal((ocg * groups, cg, geom.kernel_h, geom.kernel_w)).astype(dtype)
+    b = rng.standard_normal(ocg * groups).astype(dtype) if data.draw(st.booleans()) else None
+    return x, w, b, groups
+
+
+def check_conv(x, w, b, geom, groups, n_threads=2):
+    dtype = x.dtype.type
+    y = cb.conv2d_forward(x, w, b, geom, groups, n_threads)
+    y_ref = nb.conv2d_forward(x, w, b, geom, groups)
+    assert y.dtype == x.dtype and y.flags.c_contiguous
+    ax, aw = np.abs(x).astype(np.float64), np.abs(w).astype(np.float64)
+    ab = None if b is None else np.abs(b).astype(np.float64)
+    k_len = w.shape[1] * w.shape[2] * w.shape[3]
+    assert_close(y, y_ref, nb.conv2d_forward(ax, aw, ab, geom, groups), k_len, dtype, "y")
+
+    rng = np.random.default_rng(1)
+    dy = rng.standard_normal(y.shape).astype(x.dtype)
+    dx, dw, db = cb.conv2d_backward(dy, x, w, geom, groups, n_threads)
+    dx_r, dw_r, db_r = nb.conv2d_backward(dy, x, w, geom, groups)
+    bx, bw, bb = nb.conv2d_backward(np.abs(dy).astype(np.float64), ax, aw, geom, groups)
+    ocg = w.shape[0] // groups
+    n_pos = y.shape[0] * y.shape[2] * y.shape[3]
+    assert_close(dx, dx_r, bx, ocg * w.shape[2] * w.shape[3], dtype, "dx")
+    assert_close(dw, dw_r, bw, n_pos, dtype, "dw")
+    assert_close(db, db_r, bb, n_pos, dtype, "db")
+    for a in (dx, dw, db):
+        assert a.dtype == x.dtype
+    return y, dx, dw, db
+
+
+# -- convolution ---------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(data=st.data())
+def test_conv_parity_random_geometry(dtype, data):
+    geom = data.draw(geometries())
+    x, w, b, groups = conv_case(data, geom, dtype)
+    check_conv(x, w, b, geom, groups)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_fixed_cases(dtype):
+    rng = np.random.default_rng(0)
+    cases = [
+        # (x shape, w shape, stride, padding, dilation, groups, rounding)
+        ((2, 3, 9, 8), (4, 3, 3, 3), 1, 1, 1, 1, "floor"),
+        ((3, 4, 11, 10), (6, 2, 3, 3), 2, ((1, 0), (2, 1)), 2, 2, "ceil"),
+        ((2, 4, 7, 7), (8, 1, 3, 3), 1, 0, 1, 4, "exact"),        # depthwise x2
+        ((2, 8, 6, 6), (5, 8, 1, 1), 1, 0, 1, 1, "exact"),        # 1x1 fast path
+        ((2, 8, 6, 6), (6, 4, 1, 1), 1, 0, 1, 2, "exact"),        # 1x1 grouped
+        ((2, 8, 7, 7), (5, 8, 1, 1), 2, 0, 1, 1, "exact"),        # 1x1 strided
+        ((1, 2, 5, 5), (3, 2, 5, 5), 1, 0, 1, 1, "exact"),        # kernel == input
+        ((1, 2, 3, 4), (3, 2, 5, 6), 1, 1, 1, 1, "exact"),        # kernel == padded input
+        ((2, 2, 5, 6), (2, 2, 2, 3), (2, 1), 1, (1, 2), 1, "ceil"),
+        ((20, 3, 6, 6), (4, 3, 3, 3), 1, 1, 1, 1, "exact"),       # more samples than slots
+    ]
+    for xs, ws, s, p, d, groups, rnd in cases:
+        geom = resolve_geometry(xs[2:], ws[2:], stride=s, padding=p, dilation=d, rounding=rnd)
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        for b in (None, rng.standard_normal(ws[0]).astype(dtype)):
+            check_conv(x, w, b, geom, groups)
+
+
+def test_conv_row_blocking_and_single_slot(monkeypatch):
+    """Force tiny workspaces: one output row per block and a single dW slot."""
+    rng = np.random.default_rng(3)
+    geom = resolve_geometry((9, 7), (3, 2), stride=(2, 1), padding=((1, 2), (0, 1)),
+                            dilation=(2, 1), rounding="ceil")
+    x = rng.standard_normal((5, 4, 9, 7))
+    w = rng.standard_normal((6, 2, 3, 2))
+    b = rng.standard_normal(6)
+    full = check_conv(x, w, b, geom, 2)
+    monkeypatch.setattr(_conv, "WORKSPACE_CAP", 1)
+    monkeypatch.setattr(_conv, "DW_SLOT_CAP", 1)
+    blocked = check_conv(x, w, b, geom, 2)
+    np.testing.assert_array_equal(full[0], blocked[0])   # y: same GEMM per element row
+    np.testing.assert_allclose(full[2], blocked[2], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_thread_invariance(dtype):
+    """Bitwise identical results for 1, 2 and 4 threads (fixed sample->slot partition)."""
+    rng = np.random.default_rng(5)
+    geom = resolve_geometry((13, 11), (3, 3), stride=1, padding=1)
+    x = rng.standard_normal((23, 6, 13, 11)).astype(dtype)
+    w = rng.standard_normal((8, 3, 3, 3)).astype(dtype)
+    b = rng.standard_normal(8).astype(dtype)
+    dy = rng.standard_normal((23, 8, 13, 11)).astype(dtype)
+    ref = None
+    for t in (1, 2, 4):
+        out = (cb.conv2d_forward(x, w, b, geom, 2, t),) + cb.conv2d_backward(dy, x, w, geom, 2, t)
+        if ref is None:
+            ref = out
+        else:
+            for a, r in zip(out, ref):
+                np.testing.assert_array_equal(a, r)
+
+
+def test_conv_read_only_inputs():
+    rng = np.random.default_rng(6)
+    geom = resolve_geometry((6, 6), (3, 3), padding=1)
+    arrays = [rng.standard_normal(s) for s in [(2, 3, 6, 6), (4, 3, 3, 3), (4,), (2, 4, 6, 6)]]
+    for a in arrays:
+        a.flags.writeable = False
+    x, w, b, dy = arrays
+    y = cb.conv2d_forward(x, w, b, geom, 1, 2)
+    dx, dw, db = cb.conv2d_backward(dy, x, w, geom, 1, 2)
+    np.testing.assert_allclose(y, nb.conv2d_forward(x, w, b, geom), rtol=1e-12, atol=1e-12)
+    for a, r in zip((dx, dw, db), nb.conv2d_backward(dy, x, w, geom)):
+        np.testing.assert_allclose(a, r, rtol=1e-12, atol=1e-12)
+
+
+# -- max pooling ---------------------------------------------------------------
+
+def check_max_pool(x, geom, n_threads=2):
+    y, idx = cb.max_pool2d_forward(x, geom, n_threads)
+    y_r, idx_r = nb.max_pool2d_forward(x, geom)
+    assert idx.dtype == np.int64 and y.dtype == x.dtype
+    np.testing.assert_array_equal(idx, idx_r)
+    np.testing.assert_array_equal(y, y_r)     # NaNs compare equal here
+    dy = np.random.default_rng(2).standard_normal(y.shape).astype(x.dtype)
+    dx = cb.max_pool2d_backward(dy, idx, x.shape, n_threads)
+    np.testing.assert_array_equal(dx, nb.max_pool2d_backward(dy, idx_r, x.shape))
+    return y, idx, dx
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(data=st.data())
+def test_max_pool_parity_random_geometry(dtype, data):
+    geom = data.draw(geometries(pool=True))
+    n, c = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    # few distinct values: plenty of ties
+    x = rng.integers(-3, 4, size=(n, c, geom.in_h, geom.in_w)).astype(dtype)
+    if data.draw(st.booleans()):
+        x[rng.random(x.shape) < 0.1] = np.nan
+    if data.draw(st.booleans()):
+        x[rng.random(x.shape) < 0.1] = -np.inf
+    check_max_pool(x, geom)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_tie_and_nan_rules(dtype):
+    geom = resolve_geometry((4, 4), 2, stride=2)
+    x = np.array([[[[1, 1, 5, 2],
+                    [0, 1, 5, 5],
+                    [np.nan, 2, -np.inf, -np.inf],
+                    [3, np.nan, -np.inf, -np.inf]]]], dtype=dtype)
+    y, idx, dx = check_max_pool(x, geom)
+    np.testing.assert_array_equal(idx[0, 0], [[0, 2], [8, 10]])  # first max, first NaN, -inf
+    assert np.isnan(y[0, 0, 1, 0]) and y[0, 0, 1, 1] == -np.inf
+    # overlapping windows with padding and ceil rounding; -inf everywhere but padding
+    geom = resolve_geometry((5, 5), 3, stride=2, padding=1, rounding="ceil",
+                            max_pool_padding=True)
+    x = np.full((1, 2, 5, 5), -np.inf, dtype=dtype)
+    x[0, 1] = np.arange(25).reshape(5, 5)[::-1]
+    check_max_pool(x, geom)
+
+
+def test_max_pool_window_without_input():
+    """Ceil rounding with dilation can leave a window entirely in padding: index -1."""
+    geom = resolve_geometry((4, 4), 2, stride=3, padding=1, dilation=3, rounding="ceil",
+                            max_pool_padding=True)
+    x = np.random.default_rng(0).standard_normal((2, 2, 4, 4))
+    y, idx, _ = check_max_pool(x, geom)
+    if (idx < 0).any():
+        assert np.all(y[idx < 0] == -np.inf)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_max_pool_fast_path_and_threads(dtype):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 5, 9, 10)).astype(dtype)
+    x[0, 0, 0, 1] = np.nan
+    x[1, 1, :2, :2] = 4.0
+    geom = resolve_geometry((9, 10), 2, stride=2, rounding="floor", max_pool_padding=True)
+    outs = [check_max_pool(x, geom, t) for t in (1, 2, 4)]
+    for o in outs[1:]:
+        for a, r in zip(o, outs[0]):
+            np.testing.assert_array_equal(a, r)
+    x.flags.writeable = False
+    check_max_pool(x, geom, 2)
+
+
+# -- average pooling -----------------------------------------------------------
+
+def check_avg_pool(x, geom, count_include_pad, divisor_override, n_threads=2):
+    dtype = x.dtype.type
+    y = cb.avg_pool2d_forward(x, geom, count_include_pad, divisor_override, n_threads)
+    y_r = nb.avg_pool2d_forward(x, geom, count_include_pad, divisor_override)
+    k_len = geom.kernel_h * geom.kernel_w
+    bound = nb.avg_pool2d_forward(np.abs(x).astype(np.float64), geom, count_include_pad,
+                                  divisor_override)
+    assert y.dtype == x.dtype
+    assert_close(y, y_r, bound, k_len, dtype, "avg y")
+    dy = np.random.default_rng(4).standard_normal(y.shape).astype(x.dtype)
+    dx = cb.avg_pool2d_backward(dy, x.shape, geom, count_include_pad, divisor_override,
+                                n_threads)
+    dx_r = nb.avg_pool2d_backward(dy, x.shape, geom, count_include_pad, divisor_override)
+    bound = nb.avg_pool2d_backward(np.abs(dy).astype(np.float64), x.shape, geom,
+                                   count_include_pad, divisor_override)
+    assert dx.dtype == x.dtype
+    assert_close(dx, dx_r, bound, k_len, dtype, "avg dx")
+    return y, dx
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@SETTINGS
+@given(data=st.data())
+def test_avg_pool_parity_random_geometry(dtype, data):
+    geom = data.draw(geometries(pool="avg"))
+    n, c = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((n, c, geom.in_h, geom.in_w)).astype(dtype)
+    cip = data.draw(st.booleans())
+    override = data.draw(st.sampled_from([None, 1, 3, 7]))
+    check_avg_pool(x, geom, cip, override)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_avg_pool_fast_path_threads_read_only(dtype):
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 4, 9, 8)).astype(dtype)
+    x.flags.writeable = False
+    geom = resolve_geometry((9, 8), 2, stride=2, rounding="floor", max_pool_padding=True)
+    outs = [check_avg_pool(x, geom, True, None, t) for t in (1, 2, 4)]
+    for o in outs[1:]:
+        for a, r in zip(o, outs[0]):
+            np.testing.assert_array_equal(a, r)
+    geom = resolve_geometry((9, 8), 3, stride=2, padding=1, rounding="ceil",
+                            max_pool_padding=True)
+    for cip in (True, False):
+        for override in (None, 2):
+            outs = [check_avg_pool(x, geom, cip, override, t) for t in (1, 2, 4)]
+            for o in outs[1:]:
+                for a, r in zip(o, outs[0]):
+                    np.testing.assert_array_equal(a, r)
+
+
+# -- PyTorch oracle (optional) -------------------------------------------------
+
+def test_against_torch():
+    torch = pytest.importorskip("torch", reason="torch not installed: optional oracle test")
+    F = torch.nn.functional
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 4, 11, 10))
+    w = rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    geom = resolve_geometry((11, 10), 3, stride=2, padding=1, dilation=(1, 2), rounding="floor")
+    tx = torch.tensor(x, requires_grad=True)
+    tw = torch.tensor(w, requires_grad=True)
+    tb = torch.tensor(b, requires_grad=True)
+    ty = F.conv2d(tx, tw, tb, stride=2, padding=1, dilation=(1, 2), groups=2)
+    y = cb.conv2d_forward(x, w, b, geom, 2, 2)
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-10, atol=1e-10)
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(dy))
+    dx, dw, db = cb.conv2d_backward(dy, x, w, geom, 2, 2)
+    for a, t in ((dx, tx), (dw, tw), (db, tb)):
+        np.testing.assert_allclose(a, t.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+    # max pool: ceil mode, padding, dilation
+    geom = resolve_geometry((11, 10), 3, stride=2, padding=1, dilation=2, rounding="ceil",
+                            max_pool_padding=True)
+    tx = torch.tensor(x, requires_grad=True)
+    ty, tidx = F.max_pool2d(tx, 3, stride=2, padding=1, dilation=2, ceil_mode=True,
+                            return_indices=True)
+    y, idx = cb.max_pool2d_forward(x, geom, 2)
+    np.testing.assert_array_equal(y, ty.detach().numpy())
+    np.testing.assert_array_equal(idx, tidx.numpy())
+    dy = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(dy))
+    np.testing.assert_allclose(cb.max_pool2d_backward(dy, idx, x.shape, 2), tx.grad.numpy(),
+                               rtol=1e-12, atol=1e-12)
+
+    # avg pool: every divisor option, ceil mode
+    geom = resolve_geometry((11, 10), 3, stride=2, padding=1, rounding="ceil",
+                            max_pool_padding=True)
+    for cip in (True, False):
+        for override in (None, 4):
+            tx = torch.tensor(x, requires_grad=True)
+            ty = F.avg_pool2d(tx, 3, stride=2, padding=1, ceil_mode=True,
+                              count_include_pad=cip, divisor_override=override)
+            y = cb.avg_pool2d_forward(x, geom, cip, override, 2)
+            np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+            dy = rng.standard_normal(y.shape)
+            ty.backward(torch.tensor(dy))
+            np.testing.assert_allclose(cb.avg_pool2d_backward(dy, x.shape, geom, cip, override, 2),
+                                       tx.grad.numpy(), rtol=1e-12, atol=1e-12)
