@@ -16,6 +16,9 @@ __version__ = "0.1.0"
 import os as _os
 
 from ._config import show_config
+from ._plugins import PluginLoadWarning, load_plugins
+from ._plugins import install as _install_plugins
+from . import _registry
 from ._registry import (
     BackendError,
     BackendFallbackWarning,
@@ -60,6 +63,10 @@ from .layers import (
 )
 
 
+# Entry-point plugins (group "cyconv.layers") load lazily, on the first lookup.
+_install_plugins(_registry.REGISTRY)
+
+
 def get_include():
     """Directory to add to a Cython build's include path to ``cimport`` cyconv's
     public ``.pxd`` files (``from cyconv_ext._fused cimport floating_t``).
@@ -74,10 +81,12 @@ def get_include():
 
 __all__ = [
     "Affine", "AvgPool2D", "BackendError", "BackendFallbackWarning", "BatchNorm", "Conv2D",
-    "Dropout", "Flatten", "Geometry", "Layer", "LayerNotFoundError", "MaxPool2D", "ReLU",
+    "Dropout", "Flatten", "Geometry", "Layer", "LayerNotFoundError", "MaxPool2D",
+    "PluginLoadWarning", "ReLU",
     "ShapeError", "Sigmoid", "SoftmaxWithLoss", "avg_pool2d", "avg_pool2d_backward",
     "backends_for", "conv2d", "conv2d_backward", "conv_output_size", "create_layer",
-    "get_include", "get_layer", "get_num_threads", "list_backends", "list_layers", "max_pool2d",
+    "get_include", "get_layer", "get_num_threads", "list_backends", "list_layers", "load_plugins",
+    "max_pool2d",
     "max_pool2d_backward", "normalize_padding", "pool_output_size", "register_layer",
     "resolve_geometry", "set_num_threads", "show_config", "use_backend",
 ]
