@@ -1,0 +1,422 @@
+"""Command line: ``cyconv demo|train|layers|info|bench`` (also ``python -m cyconv``).
+
+``main(argv)`` returns the exit status: 0 on success, 2 for bad arguments or a
+run that cannot proceed (bad data folder, shape error...); such errors print a
+single ``cyconv: error: ...`` line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+
+import numpy as np
+
+PROG = "cyconv"
+
+
+class _Fail(Exception):
+    """A user-facing error: one line, exit status 2."""
+
+
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonzero_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not a thread count (use a positive count, or "
+                                         "a negative one to count back from all cores)")
+    return value
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _weight_init(text):
+    if text in ("he", "xavier"):
+        return text
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected 'he', 'xavier' or a positive std, "
+                                         f"got {text!r}") from None
+
+
+# -- helpers -----------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _threads(n):
+    """Use ``n`` threads for cyconv's kernels and for BLAS (None: leave as is)."""
+    if n is None:
+        yield
+        return
+    import cyconv
+
+    previous = cyconv.get_num_threads()
+    cyconv.set_num_threads(n)
+    count = cyconv.get_num_threads()
+    try:
+        try:
+            from threadpoolctl import threadpool_limits
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            yield
+            return
+        with threadpool_limits(limits=count, user_api="blas"):
+            yield
+    finally:
+        cyconv.set_num_threads(previous)
+
+
+def _check_backend(backend):
+    if backend is None:
+        return None
+    import cyconv
+
+    cyconv.get_layer("Conv2D", backend)  # raises BackendError naming the alternatives
+    return backend
+
+
+def _default_mnist_dir():
+    candidates = [os.environ.get("CYCONV_MNIST_DIR"), "mnist",
+                  os.path.join("..", "shared", "data", "mnist")]
+    for folder in candidates:
+        if folder and os.path.isdir(folder):
+            return folder
+    raise FileNotFoundError("no MNIST folder given: pass --data-dir DIR (a folder with "
+                            "t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz) or set "
+                            "CYCONV_MNIST_DIR")
+
+
+def _load_data(args, dtype):
+    from . import datasets
+
+    if args.data == "digits":
+        x, t = datasets.load_digits(dtype=dtype)
+        x_train, t_train, x_test, t_test = datasets.train_test_split(x, t, 0.2, seed=0)
+        if args.train_size is not None:
+            if args.train_size > len(x_train):
+                raise ValueError(f"--train-size {args.train_size} exceeds the {len(x_train)} "
+                                 f"training digits (80% of {len(x)})")
+            x_train, t_train = x_train[:args.train_size], t_train[:args.train_size]
+        if args.test_size is not None:
+            if args.test_size > len(x_test):
+                raise ValueError(f"--test-size {args.test_size} exceeds the {len(x_test)} "
+                                 f"held-out digits (20% of {len(x)})")
+            x_test, t_test = x_test[:args.test_size], t_test[:args.test_size]
+        return x_train, t_train, x_test, t_test
+    folder = args.data_dir or _default_mnist_dir()
+    x, t = datasets.load_mnist(folder, kind=args.kind, dtype=dtype)
+    n_train = 8000 if args.train_size is None else args.train_size
+    n_test = 2000 if args.test_size is None else args.test_size
+    if n_train + n_test > len(x):
+        raise ValueError(f"--train-size {n_train} + --test-size {n_test} exceeds the {len(x)} "
+                         f"images of the {args.kind} set")
+    return x[:n_train], t[:n_train], x[n_train:n_train + n_test], t[n_train:n_train + n_test]
+
+
+def _build_model(name, input_shape, *, dtype, seed, backend, weight_init=None):
+    from .nn import DeepConvNet, SimpleConvNet
+
+    if name == "simple":
+        if input_shape[1] < 16:  # the 8x8 digits: 3x3 conv with padding, He init
+            return SimpleConvNet(input_shape, conv=dict(filters=30, size=3, pad=1), hidden=100,
+                                 weight_init=weight_init or "he", dtype=dtype, seed=seed,
+                                 backend=backend)
+        return SimpleConvNet(input_shape, weight_init=weight_init or 0.01, dtype=dtype, seed=seed,
+                             backend=backend)
+    return DeepConvNet(input_shape, weight_init=weight_init or "he", dtype=dtype, seed=seed,
+                       backend=backend)
+
+
+def _first_conv_weights(net):
+    for key, array in net.params.items():
+        if key.endswith(".W") and array.ndim == 4:
+            return array
+    return None
+
+
+def _plots(history, filters_before, filters_after, curves_path, filters_path, title):
+    """Save the plots; return the paths written (empty when matplotlib is missing)."""
+    try:
+        from . import plots
+    except ImportError:
+        return []
+    written = []
+    try:
+        written.append(plots.plot_history(history, curves_path, title=title))
+        if filters_before is not None and filters_path:
+            written.append(plots.plot_filters(filters_before, filters_after, filters_path))
+    except ImportError:
+        return written
+    return written
+
+
+def _fmt_time(seconds):
+    return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
+
+
+# -- commands -------------------------------------------------------------------------
+
+def _time_steps(net, x, t, batches, optimizer_params):
+    """Seconds for training steps on ``batches`` (index arrays), Adam as in training."""
+    from .optim import Adam
+
+    opt = Adam(**optimizer_params)
+    start = time.perf_counter()
+    for idx in batches:
+        grads = net.gradient(x[idx], t[idx])
+        opt.update(net.params, grads)
+    return time.perf_counter() - start
+
+
+def cmd_demo(args):
+    import cyconv
+    from . import datasets
+    from .training import Trainer
+
+    dtype = np.float32
+    compiled = "cython" if "cython" in cyconv.backends_for("Conv2D") else None
+    x, t = datasets.load_digits(dtype=dtype)
+    x_train, t_train, x_test, t_test = datasets.train_test_split(x, t, 0.2, seed=args.seed)
+    backend = compiled or "numpy"
+    with _threads(args.threads):
+        print(f"cyconv demo: SimpleConvNet on the 8x8 digits ({len(x_train)} train / "
+              f"{len(x_test)} held-out test images), backend {backend!r}, "
+              f"{cyconv.get_num_threads()} threads, float32")
+        if compiled is None:
+            print("note: the compiled backend is not available (see `cyconv info`); "
+                  "running on the numpy backend")
+        net = _build_model("simple", x.shape[1:], dtype=dtype, seed=args.seed, backend=backend)
+        init_params = {k: v.copy() for k, v in net.params.items()}
+        before = _first_conv_weights(net).copy()
+        opt_params = {"lr": args.lr}
+        trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                          batch_size=args.batch_size, optimizer="adam",
+                          optimizer_params=opt_params, seed=args.seed, progress=not args.quiet)
+        history = trainer.train()
+        acc = history.test_acc[-1] if history.test_acc else float("nan")
+        print(f"test accuracy: {acc:.2%} on {len(x_test)} held-out digits after "
+              f"{history.epochs} epochs; training time {_fmt_time(history.train_time)} "
+              f"({history.samples_per_second:.0f} samples/s)")
+        if history.interrupted:
+            print("(interrupted)")
+        # The same training steps on both backends: same initial weights, same batches.
+        k = min(args.compare_steps, history.steps)
+        rng = np.random.default_rng(args.seed)
+        order = rng.permutation(len(x_train))
+        batches = [order[(i * args.batch_size) % len(order):][:args.batch_size]
+                   for i in range(k)]
+        batches = [b for b in batches if len(b)]
+        timings = {}
+        for name in dict.fromkeys([backend, "numpy"]):
+            ref = _build_model("simple", x.shape[1:], dtype=dtype, seed=args.seed, backend=name)
+            for key, value in init_params.items():
+                ref.params[key][...] = value
+            _time_steps(ref, x_train, t_train, batches[:2], opt_params)  # warm up
+            timings[name] = _time_steps(ref, x_train, t_train, batches, opt_params) / len(batches)
+        numpy_total = timings["numpy"] * history.steps
+        print(f"the same {len(batches)} training steps: {backend} "
+              f"{timings[backend] * 1000:.2f} ms/step, numpy {timings['numpy'] * 1000:.2f} "
+              f"ms/step -> speed-up {timings['numpy'] / timings[backend]:.2f}x "
+              f"(numpy backend, extrapolated to all {history.steps} steps: "
+              f"{_fmt_time(numpy_total)})")
+    out = args.out or "."
+    os.makedirs(out, exist_ok=True)
+    written = _plots(history, before, _first_conv_weights(net),
+                     os.path.join(out, "cyconv-demo-curves.png"),
+                     os.path.join(out, "cyconv-demo-filters.png"),
+                     title="SimpleConvNet on the 8x8 digits")
+    if written:
+        print("plots saved: " + ", ".join(written))
+    else:
+        print('plots skipped: matplotlib is not installed (pip install "cyconv[demo]")')
+    return 0
+
+
+def cmd_train(args):
+    import cyconv
+    from .training import Trainer
+
+    dtype = np.dtype(args.dtype)
+    backend = _check_backend(args.backend)
+    x_train, t_train, x_test, t_test = _load_data(args, dtype)
+    with _threads(args.threads):
+        net = _build_model(args.model, x_train.shape[1:], dtype=dtype, seed=args.seed,
+                           backend=backend, weight_init=args.init)
+        if args.summary:
+            net.summary(print)
+        before = _first_conv_weights(net).copy()
+        opt_params = {} if args.lr is None else {"lr": args.lr}
+        print(f"training {type(net).__name__} on {args.data}: {len(x_train)} train / "
+              f"{len(x_test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
+              f"{args.optimizer}{'' if args.lr is None else f' lr {args.lr:g}'}, {dtype}, "
+              f"conv backend {net.layers[0].backend!r}, {cyconv.get_num_threads()} threads")
+        trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                          batch_size=args.batch_size, optimizer=args.optimizer,
+                          optimizer_params=opt_params, seed=args.seed,
+                          progress=not args.quiet)
+        history = trainer.train()
+    acc = history.test_acc[-1] if history.test_acc else float("nan")
+    print(f"test accuracy {acc:.2%} after {history.epochs} epochs; training time "
+          f"{_fmt_time(history.train_time)} ({history.samples_per_second:.0f} samples/s)"
+          + (" (interrupted)" if history.interrupted else ""))
+    if args.save:
+        net.save_params(args.save)
+        print(f"parameters saved to {args.save}")
+    if args.plot:
+        root, ext = os.path.splitext(args.plot)
+        written = _plots(history, before, _first_conv_weights(net), args.plot,
+                         f"{root}-filters{ext or '.png'}",
+                         title=f"{type(net).__name__} on {args.data}")
+        if written:
+            print("plots saved: " + ", ".join(written))
+        else:
+            raise ImportError('--plot needs matplotlib: pip install "cyconv[demo]"')
+    return 0
+
+
+def cmd_layers(args):
+    import cyconv
+
+    names = cyconv.list_layers()
+    backends = cyconv.list_backends()
+    from ._registry import REGISTRY
+
+    width = max(len(n) for n in names + ["layer"])
+    cols = [max(len(b), 3) for b in backends]
+    print("  ".join(["layer".ljust(width)] + [b.center(w) for b, w in zip(backends, cols)]))
+    print("  ".join(["-" * width] + ["-" * w for w in cols]))
+    for name in names:
+        have = set(cyconv.backends_for(name))
+        print("  ".join([name.ljust(width)] + [("x" if b in have else ".").center(w)
+                                               for b, w in zip(backends, cols)]))
+    for b, why in REGISTRY.unavailable_backends.items():
+        print(f"backend {b!r} unavailable: {why}")
+    return 0
+
+
+def cmd_info(args):
+    import cyconv
+
+    cyconv.show_config()
+    return 0
+
+
+def cmd_bench(args):
+    try:
+        from . import bench
+    except ImportError as exc:
+        if getattr(exc, "name", None) not in ("cyconv.bench", None):
+            raise
+        raise _Fail("the benchmark module cyconv.bench is not available in this installation") \
+            from None
+    return bench.main(list(args.bench_args))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="cyconv: CNN layers on NumPy arrays with a compiled backend.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="train a small CNN on the 8x8 digits, compare backends",
+                          description="Train SimpleConvNet on scikit-learn's 8x8 digits (80/20 "
+                                      "split) with the compiled backend, time the same steps on "
+                                      "the numpy backend and save plots.")
+    demo.add_argument("--epochs", type=_positive_int, default=20)
+    demo.add_argument("--batch-size", type=_positive_int, default=32)
+    demo.add_argument("--lr", type=_positive_float, default=2e-3)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--threads", type=_nonzero_int, default=None,
+                      help="threads for the kernels and BLAS (default: all usable cores)")
+    demo.add_argument("--compare-steps", type=_positive_int, default=30,
+                      help="training steps timed on each backend for the speed-up")
+    demo.add_argument("--out", metavar="DIR", default=None,
+                      help="folder for the plots (default: the current folder)")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)
+
+    train = sub.add_parser("train", help="train a network on the digits or MNIST",
+                           description="Train SimpleConvNet or DeepConvNet. For mnist: trained "
+                                       "on images 0-7999 and tested on 8000-9999 of the t10k set "
+                                       "by default.")
+    train.add_argument("--data", choices=["digits", "mnist"], default="digits")
+    train.add_argument("--data-dir", metavar="DIR", default=None,
+                       help="MNIST folder (default: $CYCONV_MNIST_DIR, ./mnist or "
+                            "../shared/data/mnist)")
+    train.add_argument("--kind", choices=["t10k", "train"], default="t10k",
+                       help="which MNIST file set to read")
+    train.add_argument("--model", choices=["simple", "deep"], default="simple")
+    train.add_argument("--epochs", type=_positive_int, default=10)
+    train.add_argument("--batch-size", type=_positive_int, default=100)
+    train.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad",
+                                               "rmsprop", "adam"], default="adam")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="learning rate (default: the optimizer's, 1e-3 for adam)")
+    train.add_argument("--init", type=_weight_init, default=None,
+                       help="weight init: he, xavier or a std (default: the model's)")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--backend", default=None,
+                       help="conv/pool backend, e.g. cython or numpy (default: the fastest)")
+    train.add_argument("--threads", type=_nonzero_int, default=None)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save", metavar="FILE.npz", default=None)
+    train.add_argument("--plot", metavar="FILE.png", default=None,
+                       help="learning curves; the filters go to FILE-filters.png")
+    train.add_argument("--train-size", type=_positive_int, default=None)
+    train.add_argument("--test-size", type=_positive_int, default=None)
+    train.add_argument("--summary", action="store_true", help="print the layer table")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(func=cmd_train)
+
+    layers = sub.add_parser("layers", help="registered layers x backends")
+    layers.set_defaults(func=cmd_layers)
+    info = sub.add_parser("info", help="versions, OpenMP, threads, BLAS, backends")
+    info.set_defaults(func=cmd_info)
+    bench = sub.add_parser("bench", help="benchmark the kernels (cyconv.bench)", add_help=False)
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv=None):
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after "bench" belongs to cyconv.bench
+        args = argparse.Namespace(func=cmd_bench, bench_args=argv[1:])
+    else:
+        args = parser.parse_args(argv)  # exits 2 with a one-line message on bad arguments
+    from ._registry import BackendError, LayerNotFoundError
+
+    try:
+        return args.func(args)
+    except (_Fail, ValueError, OSError, ImportError, BackendError, LayerNotFoundError) as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{PROG}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
