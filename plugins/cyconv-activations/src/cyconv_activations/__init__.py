@@ -61,9 +61,32 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+def _shapes():
+    """Hypothesis strategy of per-sample input shapes, (D,) and (C, H, W)."""
+    from hypothesis import strategies as st
+
+    return st.one_of(st.tuples(st.integers(1, 6)),
+                     st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4)))
+
+
+def _cases(**options):
+    """``check_cases`` for cyconv.testing: (constructor kwargs, input shape) pairs."""
+    def cases():
+        from hypothesis import strategies as st
+
+        kwargs = st.fixed_dictionaries({k: st.sampled_from(v) for k, v in options.items()})
+        return st.tuples(kwargs, _shapes())
+
+    return staticmethod(cases)
+
+
 class _Activation(cyconv.Layer):
-    shape_preserving = True
+    # How cyconv.testing.check_layer should exercise these layers (spec attributes):
+    shape_preserving = True        # output_shape(s) == s
     has_params = False
+    check_input_shape = (2, 4, 4)  # per-sample shape of the default case
+    check_cases = _cases()         # drawn (kwargs, shape) pairs; subclasses add options
+    invalid_params = None          # constructor kwargs that must raise ValueError/TypeError
 
     def __init__(self, *, backend=None):
         super().__init__()
@@ -81,6 +104,10 @@ class LeakyReLU(_Activation):
 
     The gradient at 0 is ``negative_slope`` (the same side as ReLU's 0).
     """
+
+    check_cases = _cases(negative_slope=[0.0, 0.01, 0.2, 1.5])
+    invalid_params = [{"negative_slope": -0.1}, {"negative_slope": "0.1"},
+                      {"negative_slope": float("nan")}]
 
     def __init__(self, negative_slope=0.01, *, backend=None):
         super().__init__()
@@ -105,6 +132,9 @@ class ELU(_Activation):
     Computed with ``expm1`` (accurate near 0, no overflow for large ``x``).
     The gradient is 1 for ``x > 0`` and ``alpha * exp(x)`` otherwise.
     """
+
+    check_cases = _cases(alpha=[0.1, 1.0, 2.5])
+    invalid_params = [{"alpha": 0.0}, {"alpha": -1.0}, {"alpha": None}]
 
     def __init__(self, alpha=1.0, *, backend=None):
         super().__init__()
@@ -145,6 +175,9 @@ class GELU(_Activation):
         on large arrays (PyTorch's default).
     """
 
+    check_cases = _cases(approximate=["tanh", "none"])
+    invalid_params = [{"approximate": "erf"}, {"approximate": True}]
+
     def __init__(self, approximate="tanh", *, backend=None):
         super().__init__()
         if approximate not in ("tanh", "none"):
@@ -182,6 +215,9 @@ class Swish(_Activation):
     The gradient is ``s + beta * x * s * (1 - s)`` with ``s = sigmoid(beta x)``.
     """
 
+    check_cases = _cases(beta=[0.5, 1.0, 1.702])
+    invalid_params = [{"beta": 0.0}, {"beta": -1.0}, {"beta": "1"}]
+
     def __init__(self, beta=1.0, *, backend=None):
         super().__init__()
         self.beta = _positive_real(beta, "beta")
@@ -202,6 +238,9 @@ class Swish(_Activation):
 
 class SiLU(Swish):
     """Sigmoid-weighted linear unit ``x * sigmoid(x)``: :class:`Swish` with ``beta = 1``."""
+
+    check_cases = _cases()
+    invalid_params = [{"beta": 2.0}]  # SiLU has no options
 
     def __init__(self, *, backend=None):
         super().__init__(1.0)

@@ -61,6 +61,14 @@ def _as_nchw(value, name):
     return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
 
 
+def _cases():
+    """``check_cases`` for cyconv.testing: ({}, (C, H, W)) with small random sizes."""
+    from hypothesis import strategies as st
+
+    return st.tuples(st.just({}), st.tuples(st.integers(1, 4), st.integers(1, 6),
+                                            st.integers(1, 6)))
+
+
 class _GlobalAvgPool2DBase(cyconv.Layer):
     """(N, C, H, W) -> (N, C): ``y[n, c] = mean(x[n, c, :, :])``.
 
@@ -69,8 +77,13 @@ class _GlobalAvgPool2DBase(cyconv.Layer):
     float64 in both backends).
     """
 
+    # How cyconv.testing.check_layer should exercise the layer (spec attributes):
     has_params = False
     shape_preserving = False
+    check_input_shape = (3, 4, 5)                    # per-sample (C, H, W)
+    check_shape_rule = staticmethod(lambda kwargs, shape: (shape[0],))
+    check_cases = staticmethod(_cases)               # drawn (kwargs, (C, H, W)) pairs
+    invalid_params = [{"kernel_size": 2}]            # it takes no options
 
     def __init__(self, *, backend=None):
         super().__init__()
@@ -112,19 +125,31 @@ class GlobalAvgPool2DNumpy(_GlobalAvgPool2DBase):
         return np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], (n, c, h, w)))
 
 
+#: Elements per thread below which extra threads cost more than they save.
+MIN_WORK_PER_THREAD = 16384
+
+
+def _threads_for(size):
+    """cyconv's thread setting (``cyconv.get_num_threads()``: set_num_threads,
+    CYCONV_NUM_THREADS, affinity, OMP_NUM_THREADS), capped so that each thread
+    gets at least MIN_WORK_PER_THREAD elements.  Each feature map is summed by
+    one thread in a fixed order, so the result does not depend on the count."""
+    return max(1, min(cyconv.get_num_threads(), size // MIN_WORK_PER_THREAD))
+
+
 class GlobalAvgPool2DCython(_GlobalAvgPool2DBase):
     """Global average pooling, compiled: OpenMP over the N*C feature maps."""
 
     def _forward(self, x):
         n, c, h, w = x.shape
         out = np.empty(n * c, dtype=x.dtype)
-        _gap.gap_forward(x.reshape(n * c, h * w), out, cyconv.get_num_threads())
+        _gap.gap_forward(x.reshape(n * c, h * w), out, _threads_for(x.size))
         return out.reshape(n, c)
 
     def _backward(self, dout):
         n, c, h, w = self._shape
         dx = np.empty((n * c, h * w), dtype=dout.dtype)
-        _gap.gap_backward(dout.reshape(n * c), dx, cyconv.get_num_threads())
+        _gap.gap_backward(dout.reshape(n * c), dx, _threads_for(dx.size))
         return dx.reshape(n, c, h, w)
 
 
