@@ -18,6 +18,13 @@ import numpy as np
 PROG = "cyconv"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error message (status 2, no usage block)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 class _Fail(Exception):
     """A user-facing error: one line, exit status 2."""
 
@@ -335,7 +342,7 @@ def cmd_bench(args):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG, description="cyconv: CNN layers on NumPy arrays with a compiled backend.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True

@@ -286,22 +286,20 @@ class Sequential:
         path = os.fspath(path)
         if not os.path.exists(path):
             raise FileNotFoundError(f"no such parameter file: {path!r}")
+        def invalid(why):
+            return ValueError(f"{path!r} is not a valid .npz parameter file: {why}")
+
         try:
-            with np.load(path, allow_pickle=False) as data:
-                if not isinstance(data, np.lib.npyio.NpzFile):
-                    raise ValueError("not an .npz archive")
+            data = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise invalid(f"unreadable, truncated or corrupt ({exc})") from None
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise invalid("it holds a single .npy array, not an .npz archive of named arrays")
+        try:
+            with data:
                 arrays = {key: data[key] for key in data.files}
-        except ValueError as exc:
-            if isinstance(exc, ShapeError):
-                raise
-            raise ValueError(f"{path!r} is not a valid .npz parameter file "
-                             f"(truncated or corrupt?): {exc}") from None
-        except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-            raise ValueError(f"{path!r} is not a valid .npz parameter file "
-                             f"(truncated or corrupt?): {exc}") from None
-        except AttributeError:
-            raise ValueError(f"{path!r} is a single .npy array, not an .npz parameter "
-                             f"file") from None
+        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+            raise invalid(f"truncated or corrupt ({exc})") from None
         missing = [k for k in self.params if k not in arrays]
         extra = [k for k in arrays if k not in self.params]
         if missing:

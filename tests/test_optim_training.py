@@ -1,0 +1,269 @@
+"""cyconv.optim against hand-computed updates; cyconv.training.Trainer on tiny data."""
+
+import io
+
+import numpy as np
+import pytest
+
+import cyconv
+from cyconv import optim
+from cyconv.nn import Sequential
+from cyconv.training import History, Trainer
+
+
+def one_param():
+    return {"w": np.array([1.0, -2.0])}, {"w": np.array([0.5, 0.25])}
+
+
+def test_sgd():
+    p, g = one_param()
+    arr = p["w"]
+    optim.SGD(lr=0.1).update(p, g)
+    assert p["w"] is arr
+    np.testing.assert_allclose(arr, [0.95, -2.025])
+
+
+def test_momentum_two_steps():
+    p, g = one_param()
+    opt = optim.Momentum(lr=0.1, momentum=0.9)
+    opt.update(p, g)  # v = -0.1 g
+    np.testing.assert_allclose(p["w"], [1 - 0.05, -2 - 0.025])
+    opt.update(p, g)  # v = 0.9 * (-0.1 g) - 0.1 g = -0.19 g
+    np.testing.assert_allclose(p["w"], [1 - 0.05 - 0.095, -2 - 0.025 - 0.0475])
+
+
+def test_nesterov_textbook_formula():
+    p, g = one_param()
+    opt = optim.Nesterov(lr=0.1, momentum=0.9)
+    opt.update(p, g)
+    v = -0.1 * g["w"]
+    expected = np.array([1.0, -2.0]) + 0.81 * v - 1.9 * 0.1 * g["w"]
+    np.testing.assert_allclose(p["w"], expected)
+    opt.update(p, g)
+    v = 0.9 * v - 0.1 * g["w"]
+    expected = expected + 0.81 * v - 1.9 * 0.1 * g["w"]
+    np.testing.assert_allclose(p["w"], expected)
+
+
+def test_adagrad():
+    p, g = one_param()
+    opt = optim.AdaGrad(lr=0.1)
+    opt.update(p, g)
+    np.testing.assert_allclose(p["w"], [1 - 0.1 * 0.5 / (0.5 + 1e-7),
+                                        -2 - 0.1 * 0.25 / (0.25 + 1e-7)])
+    opt.update(p, g)
+    h = 2 * g["w"] ** 2
+    np.testing.assert_allclose(p["w"], [1 - 0.1 * 0.5 / (0.5 + 1e-7) - 0.1 * 0.5 / (np.sqrt(h[0]) + 1e-7),
+                                        -2 - 0.1 * 0.25 / (0.25 + 1e-7)
+                                        - 0.1 * 0.25 / (np.sqrt(h[1]) + 1e-7)])
+
+
+def test_rmsprop():
+    p, g = one_param()
+    optim.RMSprop(lr=0.01, decay_rate=0.99).update(p, g)
+    h = 0.01 * g["w"] ** 2
+    np.testing.assert_allclose(p["w"], np.array([1.0, -2.0]) - 0.01 * g["w"] / (np.sqrt(h) + 1e-7))
+
+
+def test_adam_first_and_second_step():
+    p, g = one_param()
+    opt = optim.Adam(lr=0.001, beta1=0.9, beta2=0.999)
+    opt.update(p, g)
+    # step 1: m = 0.1 g, v = 0.001 g^2, lr_t = lr sqrt(0.001)/0.1 -> step = lr * g/|g| (approx)
+    lr_t = 0.001 * np.sqrt(1 - 0.999) / (1 - 0.9)
+    m, v = 0.1 * g["w"], 0.001 * g["w"] ** 2
+    w1 = np.array([1.0, -2.0]) - lr_t * m / (np.sqrt(v) + 1e-7)
+    np.testing.assert_allclose(p["w"], w1)
+    g2 = {"w": np.array([-1.0, 2.0])}
+    opt.update(p, g2)
+    lr_t = 0.001 * np.sqrt(1 - 0.999 ** 2) / (1 - 0.9 ** 2)
+    m = m + 0.1 * (g2["w"] - m)
+    v = v + 0.001 * (g2["w"] ** 2 - v)
+    np.testing.assert_allclose(p["w"], w1 - lr_t * m / (np.sqrt(v) + 1e-7))
+
+
+def test_float32_params_stay_float32_and_in_place():
+    p = {"w": np.ones(3, dtype=np.float32)}
+    arr = p["w"]
+    for cls in (optim.SGD, optim.Momentum, optim.Nesterov, optim.AdaGrad, optim.RMSprop,
+                optim.Adam):
+        cls().update(p, {"w": np.full(3, 0.5, dtype=np.float32)})
+        assert p["w"] is arr and arr.dtype == np.float32
+
+
+def test_get_optimizer_and_errors():
+    assert isinstance(optim.get_optimizer("ADAM", lr=0.1), optim.Adam)
+    sgd = optim.SGD()
+    assert optim.get_optimizer(sgd) is sgd
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        optim.get_optimizer("lbfgs")
+    with pytest.raises(ValueError, match="bad parameters"):
+        optim.get_optimizer("sgd", momentum=0.9)
+    with pytest.raises(ValueError, match="lr"):
+        optim.SGD(lr=-1)
+    with pytest.raises(KeyError, match="'w'"):
+        optim.SGD().update({"w": np.ones(2)}, {})
+    with pytest.raises(ValueError, match="shape"):
+        optim.SGD().update({"w": np.ones(2)}, {"w": np.ones(3)})
+
+
+# -- Trainer ---------------------------------------------------------------------------------
+
+def toy_data(n=240, seed=0):
+    """4 classes of 6x6 images: a bright bar in one of four places, plus noise."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 4, n)
+    x = 0.3 * rng.standard_normal((n, 1, 6, 6))
+    for i, c in enumerate(t):
+        if c == 0:
+            x[i, 0, 1, :] += 1
+        elif c == 1:
+            x[i, 0, 4, :] += 1
+        elif c == 2:
+            x[i, 0, :, 1] += 1
+        else:
+            x[i, 0, :, 4] += 1
+    return x, t
+
+
+def toy_net(seed=0):
+    return Sequential([cyconv.Conv2D(4, 3, padding=1), cyconv.ReLU(), cyconv.MaxPool2D(2),
+                       cyconv.Affine(4)], input_shape=(1, 6, 6), seed=seed)
+
+
+def run(seed=0, epochs=3, **kw):
+    x, t = toy_data()
+    net = toy_net()
+    trainer = Trainer(net, x[:200], t[:200], x[200:], t[200:], epochs=epochs, batch_size=20,
+                      optimizer="adam", optimizer_params={"lr": 0.01}, seed=seed,
+                      progress=False, **kw)
+    return net, trainer, trainer.train()
+
+
+def test_training_lowers_loss_and_raises_accuracy():
+    net, trainer, history = run(epochs=4)
+    x, t = toy_data()
+    assert isinstance(history, History) and history is trainer.history
+    assert history.epochs == 4 and history.steps == 40 and history.samples == 800
+    assert history.train_loss[-1] < history.train_loss[0]
+    assert history.test_loss[-1] < history.test_loss[0]
+    assert history.test_acc[-1] > history.test_acc[0] or history.test_acc[0] == 1.0
+    assert history.test_acc[-1] >= 0.9
+    assert history.test_acc[-1] == pytest.approx(net.accuracy(x[200:], t[200:]))
+    assert not history.interrupted and history.train_time > 0
+    assert len(history.epoch_time) == 4
+    assert set(history.as_dict()) >= {"train_loss", "train_acc", "test_loss", "test_acc"}
+
+
+def test_trainer_reproducible_with_seed():
+    net_a, _, ha = run(seed=7, epochs=2)
+    net_b, _, hb = run(seed=7, epochs=2)
+    assert ha.train_loss == hb.train_loss and ha.test_acc == hb.test_acc
+    for key in net_a.params:
+        np.testing.assert_array_equal(net_a.params[key], net_b.params[key])
+    net_c, _, hc = run(seed=8, epochs=2)
+    assert hc.train_loss != ha.train_loss
+
+
+def test_batches_without_replacement():
+    seen = []
+
+    class Spy:
+        def __init__(self, net):
+            self.net = net
+            self.params = net.params
+
+        def gradient(self, x, t):
+            seen.append(x[:, 0, 0, 0].copy())
+            return self.net.gradient(x, t)
+
+        def __getattr__(self, name):  # loss, accuracy, last_loss, ...
+            return getattr(self.net, name)
+
+    x, t = toy_data(50)
+    x[:, 0, 0, 0] = np.arange(50)  # tag every sample
+    Trainer(Spy(toy_net()), x, t, x, t, epochs=2, batch_size=16, seed=0, progress=False).train()
+    sizes = [len(b) for b in seen]
+    assert sizes == [16, 16, 16, 2] * 2
+    for epoch in (seen[:4], seen[4:]):
+        assert sorted(np.concatenate(epoch).tolist()) == list(range(50))
+    assert not np.array_equal(np.concatenate(seen[:4]), np.concatenate(seen[4:]))
+
+
+def test_keyboard_interrupt_keeps_history_and_params():
+    def interrupt(trainer, epoch, step, loss):
+        if epoch == 2 and step == 3:
+            raise KeyboardInterrupt
+
+    net, trainer, history = run(epochs=5, callback=interrupt)
+    assert history.interrupted and trainer.interrupted
+    assert history.epochs == 1 and history.steps == 14
+    # the parameters reached so far are kept: those after the 14th step
+    net2 = toy_net()
+    x, t = toy_data()
+    order_rng = np.random.default_rng(0)
+    opt = optim.Adam(lr=0.01)
+    steps = 0
+    for _ in range(2):
+        order = order_rng.permutation(200)
+        for s in range(10):
+            if steps == 14:
+                break
+            idx = order[s * 20:(s + 1) * 20]
+            opt.update(net2.params, net2.gradient(x[idx], t[idx]))
+            steps += 1
+    for key in net.params:
+        np.testing.assert_allclose(net.params[key], net2.params[key])
+
+
+def test_keyboard_interrupt_from_the_network(monkeypatch):
+    x, t = toy_data()
+    net = toy_net()
+    calls = {"n": 0}
+    original = net.gradient
+
+    def gradient(xb, tb):
+        calls["n"] += 1
+        if calls["n"] == 25:
+            raise KeyboardInterrupt
+        return original(xb, tb)
+
+    monkeypatch.setattr(net, "gradient", gradient)
+    out = io.StringIO()
+    trainer = Trainer(net, x[:200], t[:200], x[200:], t[200:], epochs=4, batch_size=20,
+                      seed=0, progress=True, file=out)
+    history = trainer.train()
+    assert history.interrupted and history.epochs == 2 and history.steps == 24
+    assert "interrupted" in out.getvalue()
+
+
+def test_progress_output_plain_and_tqdm(monkeypatch):
+    import cyconv.training as training
+
+    monkeypatch.setattr(training, "_tqdm", lambda: None)
+    out = io.StringIO()
+    x, t = toy_data()
+    Trainer(toy_net(), x[:200], t[:200], x[200:], t[200:], epochs=2, batch_size=50, seed=0,
+            progress=True, file=out).train()
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("epoch")]
+    assert len(lines) == 2 and "test loss" in lines[0] and "samples/s" in lines[0]
+    monkeypatch.undo()
+    pytest.importorskip("tqdm")
+    out = io.StringIO()
+    Trainer(toy_net(), x[:200], t[:200], x[200:], t[200:], epochs=1, batch_size=50, seed=0,
+            progress=True, file=out).train()
+    assert "epoch 1/1" in out.getvalue()
+
+
+def test_trainer_argument_errors():
+    x, t = toy_data(20)
+    with pytest.raises(ValueError, match="samples"):
+        Trainer(toy_net(), x, t[:5])
+    with pytest.raises(ValueError, match="batch_size"):
+        Trainer(toy_net(), x, t, batch_size=0)
+    with pytest.raises(ValueError, match="unknown optimizer"):
+        Trainer(toy_net(), x, t, optimizer="nope")
+    trainer = Trainer(toy_net(), x, t, epochs=1, batch_size=10, optimizer=optim.SGD(lr=0.1),
+                      progress=False)
+    history = trainer.train()
+    assert history.epochs == 1 and np.isnan(history.test_acc[0])
