@@ -186,7 +186,7 @@ class _PluginManager:
         with registry._lock:
             return {(n, b): c for n, slot in registry._layers.items() for b, c in slot.items()}
 
-    def _run(self, registry, label, dist, load):
+    def _run(self, registry, label, load, hint=""):
         """Call ``load(facade)``; on any error roll back and record the failure."""
         with self._lock:
             before = self._entries(registry)
@@ -200,9 +200,8 @@ class _PluginManager:
                 self._rollback(registry, before, builtin_before, owners_before)
                 reason = f"{type(exc).__name__}: {exc}"
                 self.failed.append((label, reason))
-                origin = f" from distribution {dist!r}" if dist else ""
-                warnings.warn(f"cyconv plugin {label}{origin} failed to load and was skipped: "
-                              f"{reason}", PluginLoadWarning, stacklevel=2)
+                warnings.warn(f"cyconv plugin {label} failed to load and was skipped: "
+                              f"{reason}{hint}", PluginLoadWarning, stacklevel=2)
                 return False
             self.loaded.append(label)
             return True
@@ -278,22 +277,29 @@ class _PluginManager:
                           PluginLoadWarning, stacklevel=2)
             return
         blocked = {_normalize(n) for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
-        # a stable order (by distribution, then entry-point name), so that which of two
-        # conflicting plugins wins does not depend on sys.path or filesystem order
-        eps.sort(key=lambda ep: (_normalize(_dist_name(ep) or ""), ep.name, ep.value))
-        seen = set()
+        # identical entry points (same name and target; stale metadata, a package on
+        # sys.path twice) load once; keep the copy that knows its distribution
+        unique = {}
         for ep in eps:
             key = (ep.name, ep.value)
-            if key in seen:
-                continue
-            seen.add(key)
+            if key not in unique or (_dist_name(unique[key]) is None
+                                     and _dist_name(ep) is not None):
+                unique[key] = ep
+        # a stable order (by distribution, then entry-point name), so that which of two
+        # conflicting plugins wins does not depend on sys.path or filesystem order
+        eps = sorted(unique.values(),
+                     key=lambda ep: (_normalize(_dist_name(ep) or ""), ep.name, ep.value))
+        for ep in eps:
             dist = _dist_name(ep)
+            # e.g. "activations (cyconv-activations 0.1.0)": entry point, distribution, version
             label = ep.name if dist is None else f"{ep.name} ({dist}{_dist_version(ep)})"
             if "*" in blocked or _normalize(ep.name) in blocked or (
                     dist is not None and _normalize(dist) in blocked):
                 self.disabled.append(label)
                 continue
-            self._run(registry, label, dist, lambda facade, ep=ep: _call_entry_point(ep, facade))
+            hint = (f". cyconv keeps working without it; set {DISABLE_ENV}={ep.name} to stop "
+                    f"loading it")
+            self._run(registry, label, lambda facade, ep=ep: _call_entry_point(ep, facade), hint)
 
     # -- local modules -------------------------------------------------------
     def load_path(self, registry, path):
@@ -312,7 +318,7 @@ class _PluginManager:
                 loaded.append(self.local_paths[resolved])
                 continue
             label = f"{file.stem} ({file})"
-            if self._run(registry, label, None,
+            if self._run(registry, label,
                          lambda facade, file=file: _exec_local_module(file, facade)):
                 self.local_paths[resolved] = label
                 loaded.append(label)
