@@ -6,7 +6,9 @@ by name, class or instance) and returns a report;
 (layer, check).  Each check is Hypothesis-driven: it draws layer
 configurations, batch sizes and seeds with an explicit, modest
 ``max_examples`` (capped by the loaded profile's ``max_examples``) and
-inherits the rest of the loaded profile (``derandomize`` included).
+inherits the rest of the loaded profile (``derandomize`` included).  A
+failing example is reported as found, without shrinking, unless
+``CYCONV_TESTING_SHRINK=1`` is set in the environment.
 
 Checks
 ------
@@ -98,6 +100,7 @@ import contextlib
 import contextvars
 import copy
 import functools
+import os
 import sys
 import unittest
 from dataclasses import dataclass, field
@@ -338,12 +341,14 @@ def _expecting_failure(flag):
 def _run_examples(strategy, body, max_examples):
     """Run ``body(example)`` under Hypothesis with a modest example budget.
 
-    Inherits the loaded profile (``derandomize``, ...); checks declared as
-    expected failures skip shrinking (nobody reads their minimal example).
+    Inherits the loaded profile (``derandomize``, ...).  The failing example
+    is reported without shrinking (fast failures) unless the environment sets
+    ``CYCONV_TESTING_SHRINK=1``; expected failures never shrink.
     """
     n = max(1, min(max_examples, settings.default.max_examples))
-    phases = ([Phase.explicit, Phase.reuse, Phase.generate] if _expect_failure.get()
-              else settings.default.phases)
+    shrink = os.environ.get("CYCONV_TESTING_SHRINK", "") not in ("", "0") \
+        and not _expect_failure.get()
+    phases = [p for p in settings.default.phases if shrink or p is not Phase.shrink]
 
     @settings(max_examples=n, deadline=None, database=None, report_multiple_bugs=False,
               phases=phases,
