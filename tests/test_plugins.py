@@ -40,7 +40,8 @@ def plugin_state(monkeypatch):
     saved_report = REGISTRY.__dict__.get("plugin_report")
     saved_manager = _plugins._MANAGER
     saved_modules = set(sys.modules)
-    saved_attrs = {cls: (cls.__dict__.get("name"), cls.__dict__.get("backend"))
+    missing = object()
+    saved_attrs = {cls: {a: cls.__dict__.get(a, missing) for a in ("name", "backend")}
                    for slot in saved_layers.values() for cls in slot.values()}
 
     REGISTRY._layers = {name: {b: c for b, c in slot.items() if (name, b) in saved_builtin}
@@ -59,8 +60,13 @@ def plugin_state(monkeypatch):
         if saved_report is not None:
             REGISTRY.plugin_report = saved_report
         _plugins._MANAGER = saved_manager
-        for cls, (name, backend) in saved_attrs.items():
-            cls.name, cls.backend = name, backend
+        for cls, attrs in saved_attrs.items():  # register() sets cls.name/backend
+            for attr, value in attrs.items():
+                if value is missing:
+                    if attr in cls.__dict__:
+                        delattr(cls, attr)
+                elif cls.__dict__.get(attr, missing) is not value:
+                    setattr(cls, attr, value)
         for mod in set(sys.modules) - saved_modules:
             if mod.startswith(("fakeplug_", "cyconv_local_plugins")):
                 del sys.modules[mod]
@@ -585,3 +591,11 @@ def test_public_api():
     assert {"load_plugins", "PluginLoadWarning"} <= set(cyconv.__all__)
     report = _plugins.plugin_report()
     assert set(report) >= {"loaded", "failed"}
+
+
+def test_fixture_left_builtin_classes_alone():
+    """Runs after the tests above: the fixture restored class attributes exactly."""
+    for name in ("Conv2D", "MaxPool2D", "AvgPool2D"):
+        for backend in cyconv.backends_for(name):
+            cls = cyconv.get_layer(name, backend)
+            assert cls.name == name and cls.backend == backend
