@@ -199,6 +199,18 @@ def test_gradcheck_refuses_non_float_inputs_and_float32_results():
         gradcheck(lambda x: x, [np.ones(3)], lambda d, x: [d], mode="exact")
 
 
+def test_gradcheck_handles_non_finite_outputs():
+    # a constant -inf output entry (max pooling over padding only) is no difference
+    f = lambda x: np.concatenate([np.sin(x), [-np.inf]])  # noqa: E731
+    backward = lambda d, x: [d[:-1] * np.cos(x)]  # noqa: E731
+    assert gradcheck(f, [np.linspace(0, 1, 4)], backward).max_abs_error < 1e-7
+    # NaN never passes
+    with pytest.raises(AssertionError, match="numeric=nan"):
+        gradcheck(lambda x: x * np.nan, [np.ones(3)], lambda d, x: [d])
+    with pytest.raises(AssertionError):
+        gradcheck(lambda x: x * np.nan, [np.ones(3)], lambda d, x: [d], mode="directional")
+
+
 def test_gradcheck_casts_float32_inputs():
     x = np.linspace(-1, 1, 5, dtype=np.float32)
     assert gradcheck(np.sin, [x], lambda d, x: [d * np.cos(x)]).mode == "full"

@@ -14,6 +14,7 @@ outputs before the weighted sum keeps the rounding error small.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,23 @@ import numpy as np
 __all__ = ["GradcheckResult", "gradcheck", "layer_gradcheck"]
 
 _MODES = ("auto", "full", "directional")
+
+
+@dataclass
+class _Record:
+    """The worst entry of one input."""
+
+    ratio: float  # error / tolerance (> 1 fails)
+    abs_error: float
+    rel_error: float
+    input: int
+    index: object
+    numeric: float
+    analytic: float
+    n_bad: int
+    n_total: int
+    max_abs: float
+    max_rel: float
 
 
 @dataclass
@@ -176,11 +194,15 @@ def gradcheck(f, inputs, backward, *, mode="auto", eps=1e-6, rtol=1e-5, atol=1e-
         if yp.shape != y0.shape or ym.shape != y0.shape:
             raise ValueError(f"f's output shape changed under perturbation: {y0.shape} -> "
                              f"{yp.shape}/{ym.shape}")
-        return float(np.sum(dout * (yp - ym))) / (2 * eps)
+        # equal entries (including equal infinities, e.g. a max-pooling window
+        # that holds only padding) contribute nothing
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.where(yp == ym, 0.0, yp - ym)
+            return float(np.sum(dout * diff)) / (2 * eps)
 
     total = sum(x.size for x in xs)
     resolved = mode if mode != "auto" else ("full" if total <= max_full_size else "directional")
-    records = []  # (ratio, abs_err, rel_err, input, index, numeric, analytic)
+    records = []
     if resolved == "full":
         for i, x in enumerate(xs):
             flat = x.reshape(-1)
@@ -194,19 +216,20 @@ def gradcheck(f, inputs, backward, *, mode="auto", eps=1e-6, rtol=1e-5, atol=1e-
                 flat[j] = old
                 numeric[j] = loss_diff(yp, ym)
             ana = analytic[i].reshape(-1)
+            if not x.size:
+                continue
             err = np.abs(ana - numeric)
-            tol = atol + rtol * np.abs(numeric)
-            if x.size:
-                ratio = err / tol
-                j = int(np.argmax(ratio))
-                n_bad = int(np.count_nonzero(err > tol))
-                records.append((float(ratio[j]), float(err[j]),
-                                float(err[j] / max(abs(numeric[j]), abs(ana[j]), 1e-300)),
-                                i, np.unravel_index(j, x.shape) if x.ndim else (),
-                                float(numeric[j]), float(ana[j]), n_bad, x.size,
-                                float(err.max()),
-                                float((err / np.maximum(np.maximum(np.abs(numeric),
-                                                                   np.abs(ana)), 1e-300)).max())))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                ratio = err / (atol + rtol * np.abs(numeric))
+                rel = err / np.maximum(np.maximum(np.abs(numeric), np.abs(ana)), 1e-300)
+            ratio = np.where(np.isnan(ratio), np.inf, ratio)  # NaN never passes
+            j = int(np.argmax(ratio))
+            records.append(_Record(ratio=float(ratio[j]), abs_error=float(err[j]),
+                                   rel_error=float(rel[j]), input=i,
+                                   index=tuple(int(q) for q in np.unravel_index(j, x.shape)),
+                                   numeric=float(numeric[j]), analytic=float(ana[j]),
+                                   n_bad=int(np.count_nonzero(ratio > 1)), n_total=x.size,
+                                   max_abs=float(np.max(err)), max_rel=float(np.max(rel))))
         n_checked = total
     else:
         if n_directions < 1:
@@ -227,34 +250,36 @@ def gradcheck(f, inputs, backward, *, mode="auto", eps=1e-6, rtol=1e-5, atol=1e-
                 ana = float(np.sum(analytic[i] * v))
                 scale = max(abs(num), float(np.sum(np.abs(analytic[i] * v))))
                 err = abs(num - ana)
-                rows.append((err / (atol + rtol * scale), err,
-                             err / max(abs(num), abs(ana), 1e-300), k, num, ana))
-            bad = sum(r[0] > 1 for r in rows)
+                ratio = err / (atol + rtol * scale) if not math.isnan(err) else math.inf
+                rel = err / max(abs(num), abs(ana), 1e-300) if not math.isnan(err) else math.inf
+                rows.append((ratio, err, rel, k, num, ana))
             r = max(rows, key=lambda r: r[0])
-            records.append((r[0], r[1], r[2], i, f"direction {r[3]}", r[4], r[5], bad,
-                            n_directions, max(q[1] for q in rows), max(q[2] for q in rows)))
+            records.append(_Record(ratio=r[0], abs_error=r[1], rel_error=r[2], input=i,
+                                   index=f"direction {r[3]}", numeric=r[4], analytic=r[5],
+                                   n_bad=sum(q[0] > 1 for q in rows), n_total=n_directions,
+                                   max_abs=max(q[1] for q in rows),
+                                   max_rel=max(q[2] for q in rows)))
         n_checked = n_directions * sum(1 for x in xs if x.size)
 
     if not records:
         return GradcheckResult(resolved, 0, 0.0, 0.0, {})
-    worst = max(records, key=lambda r: r[0])
-    info = dict(input=worst[3], name=names[worst[3]], index=worst[4], numeric=worst[5],
-                analytic=worst[6], abs_error=worst[1], rel_error=worst[2])
-    if worst[0] > 1:
-        failing = [r for r in records if r[7]]
-        summary = "; ".join(f"{_describe(r[3], names)}: {r[7]} of {r[8]} "
-                            f"{'entries' if resolved == 'full' else 'directions'} off"
-                            for r in failing)
-        index = info["index"]
-        where = (f"at index {tuple(int(q) for q in index)}" if resolved == "full"
-                 else f"along random {index}")
+    worst = max(records, key=lambda r: r.ratio)
+    info = dict(input=worst.input, name=names[worst.input], index=worst.index,
+                numeric=worst.numeric, analytic=worst.analytic, abs_error=worst.abs_error,
+                rel_error=worst.rel_error)
+    if worst.ratio > 1:
+        unit = "entries" if resolved == "full" else "directions"
+        summary = "; ".join(f"{_describe(r.input, names)}: {r.n_bad} of {r.n_total} {unit} off"
+                            for r in records if r.n_bad)
+        where = (f"at index {worst.index}" if resolved == "full"
+                 else f"along random {worst.index}")
         raise AssertionError(
             f"gradcheck failed ({resolved} mode, eps={eps:g}, rtol={rtol:g}, atol={atol:g}): "
-            f"worst entry in {_describe(worst[3], names)} {where}: numeric={worst[5]:.10g}, "
-            f"analytic={worst[6]:.10g}, abs error={worst[1]:.3g}, rel error={worst[2]:.3g}. "
-            f"[{summary}]")
-    return GradcheckResult(resolved, n_checked, max(r[9] for r in records),
-                           max(r[10] for r in records), info)
+            f"worst entry in {_describe(worst.input, names)} {where}: "
+            f"numeric={worst.numeric:.10g}, analytic={worst.analytic:.10g}, "
+            f"abs error={worst.abs_error:.3g}, rel error={worst.rel_error:.3g}. [{summary}]")
+    return GradcheckResult(resolved, n_checked, max(r.max_abs for r in records),
+                           max(r.max_rel for r in records), info)
 
 
 #: Spec flags of the built-in layers that do not declare them as class attributes
