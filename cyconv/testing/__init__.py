@@ -43,7 +43,11 @@ _LAZY = {
     "strategies": None,
 }
 
-__all__ = ["GradcheckResult", "gradcheck", "layer_gradcheck", *_LAZY]
+__all__ = [
+    "CHECK_NAMES", "MISSING", "CheckResult", "CheckSkipped", "GradcheckResult",
+    "LayerCheckReport", "check_layer", "checks", "gradcheck", "layer_gradcheck",
+    "parametrize_with_checks", "strategies",
+]
 
 
 def __getattr__(name):

@@ -818,6 +818,26 @@ def _run_check(name, spec, reference_backend):
     return fn(spec)
 
 
+_SUMMARIES = {
+    "check_output_shape": "Check that forward's output shape matches output_shape() and the "
+                          "shape rule",
+    "check_matches_reference": "Check forward and backward against the reference backend's "
+                               "implementation",
+    "check_gradients": "Check dx and every parameter gradient with numeric differences "
+                       "(float64)",
+    "check_dtype_preserved": "Check that float32 and float64 inputs keep their dtype",
+    "check_readonly_noncontiguous_inputs": "Check read-only, non-contiguous inputs give the "
+                                           "contiguous result",
+    "check_inputs_not_mutated": "Check that forward/backward modify neither inputs nor "
+                                "parameters",
+    "check_batch_subset_invariance": "Check that a subset of the batch gives that subset of "
+                                     "the results",
+    "check_batch_order_invariance": "Check that permuting the batch permutes the results",
+    "check_thread_invariance": "Check that 1, 2 and 4 threads give bitwise identical results",
+    "check_invalid_parameters_raise": "Check that the declared invalid_params are rejected",
+}
+
+
 def _public_check(name):
     def check(layer, *, backend=None, reference_backend="numpy", layer_kwargs=None,
               input_shape=None):
@@ -831,8 +851,7 @@ def _public_check(name):
                 pytest.skip(str(exc))
             raise
 
-    summary = next(line.strip() for line in __doc__.split(f"\n{name}\n")[1].splitlines()
-                   if line.strip())
+    summary = _SUMMARIES[name]
     check.__name__ = check.__qualname__ = name
     check.__doc__ = f"""{summary} (see :mod:`cyconv.testing.checks`).
 

@@ -32,7 +32,7 @@ except ImportError as exc:  # pragma: no cover - hypothesis is a test extra
     raise ImportError("cyconv.testing.strategies needs Hypothesis: "
                       "pip install 'cyconv[test]' (or pip install hypothesis)") from exc
 
-from .._shapes import Geometry, as_pair, resolve_geometry
+from .._shapes import as_pair, resolve_geometry
 
 __all__ = [
     "ConvGeometry",
@@ -245,7 +245,8 @@ class ConvCase:
         tuple of ndarray
         """
         rng = np.random.default_rng(seed)
-        draw = lambda shape: rng.uniform(low, high, shape).astype(self.dtype)  # noqa: E731
+        def draw(shape):
+            return rng.uniform(low, high, shape).astype(self.dtype)
         return draw(self.x_shape), draw(self.w_shape), (draw(self.b_shape) if self.bias
                                                        else None)
 
