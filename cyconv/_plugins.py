@@ -189,6 +189,8 @@ class _PluginManager:
     def _run(self, registry, label, load, hint=""):
         """Call ``load(facade)``; on any error roll back and record the failure."""
         with self._lock:
+            # a retried local module reports only its latest outcome
+            self.failed = [(lbl, why) for lbl, why in self.failed if lbl != label]
             before = self._entries(registry)
             builtin_before = set(registry._builtin_entries)
             owners_before = dict(self.owners)

@@ -509,6 +509,13 @@ def register(registry):
 
     again, msgs = record(cyconv.load_plugins, folder)       # loaded modules are not re-run
     assert again == loaded and len(msgs) == 1               # the bad one is retried
+    assert len(_plugins.plugin_report()["failed"]) == 1     # ... and reported once
+    (folder / "bad.py").write_text(layer_module("Bad") +
+                                   "\ndef register(registry):\n"
+                                   "    registry.register('BadLayer', 'numpy', Bad)\n")
+    fixed, msgs = record(cyconv.load_plugins, folder)
+    assert msgs == [] and len(fixed) == 3 and "BadLayer" in cyconv.list_layers()
+    assert _plugins.plugin_report()["failed"] == []
     one, msgs = record(cyconv.load_plugins, folder / "good.py")
     assert one == [loaded[1]] and msgs == []
 
