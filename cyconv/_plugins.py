@@ -146,6 +146,8 @@ class _PluginManager:
         self.local_paths = {}   # resolved .py path -> label (loaded ones)
         self._class_attrs = {}  # cls -> (name, backend) before a plugin set them
         self._lock = threading.RLock()
+        self._discovery_lock = threading.RLock()
+        self.discovered = False  # entry points read (successfully or not)
 
     # -- rules ---------------------------------------------------------------
     def _check_rules(self, registry, plugin, name, backend, cls, override):
@@ -385,9 +387,41 @@ def _manager():
     return _MANAGER
 
 
+#: Seconds a lookup in another thread waits for a discovery in progress (a safety
+#: valve against an import-lock deadlock; discovery normally takes milliseconds).
+DISCOVERY_WAIT_S = 60.0
+
+
 def discover_entry_points(registry):
-    """Plugin hook installed on :data:`cyconv._registry.REGISTRY` (runs once, lazily)."""
-    _manager().discover(registry)
+    """Plugin hook installed on :data:`cyconv._registry.REGISTRY` (runs once, lazily).
+
+    The registry clears its hook before calling it; while discovery runs, a waiting
+    hook stands in, so a lookup from another thread blocks until the plugins are in
+    instead of missing their layers.  Lookups made by the plugins themselves (same
+    thread) do not block.
+    """
+    manager = _manager()
+    with manager._discovery_lock:
+        if manager.discovered:
+            return
+        registry.plugin_hook = _wait_for_discovery
+        try:
+            manager.discover(registry)
+        finally:
+            manager.discovered = True
+            if registry.plugin_hook is _wait_for_discovery:
+                registry.plugin_hook = None
+
+
+def _wait_for_discovery(registry):
+    manager = _manager()
+    if manager.discovered:
+        return
+    registry.plugin_hook = _wait_for_discovery  # keep later callers waiting as well
+    if manager._discovery_lock.acquire(timeout=DISCOVERY_WAIT_S):  # re-entrant in its thread
+        manager._discovery_lock.release()
+    if manager.discovered and registry.plugin_hook is _wait_for_discovery:
+        registry.plugin_hook = None
 
 
 def plugin_report():

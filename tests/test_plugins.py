@@ -606,3 +606,47 @@ def test_fixture_left_builtin_classes_alone():
         for backend in cyconv.backends_for(name):
             cls = cyconv.get_layer(name, backend)
             assert cls.name == name and cls.backend == backend
+
+
+def test_lookup_in_another_thread_waits_for_discovery(site, monkeypatch):
+    """Two threads doing their first lookup at once: the second one waits for the
+    plugins instead of missing their layers; the plugin's own lookups do not block."""
+    import threading
+    import types
+
+    only_fakes(monkeypatch)
+    events = types.SimpleNamespace(started=threading.Event(), proceed=threading.Event())
+    monkeypatch.setitem(sys.modules, "fakeplug_events", events)
+    site("fake-slow", layer_module("Slow") + """
+import fakeplug_events
+
+def register(registry):
+    fakeplug_events.started.set()
+    assert registry.get_layer("ReLU") is cyconv.ReLU        # same thread: no wait
+    assert "Conv2D" in cyconv.list_layers()
+    fakeplug_events.proceed.wait(10)
+    registry.register("SlowLayer", "numpy", Slow)
+""")
+    results = {}
+
+    def first():
+        results["first"] = cyconv.get_layer("SlowLayer").__name__
+
+    def second():
+        try:
+            results["second"] = cyconv.get_layer("SlowLayer").__name__
+        except Exception as exc:  # noqa: BLE001
+            results["second"] = repr(exc)
+
+    t1 = threading.Thread(target=first)
+    t1.start()
+    assert events.started.wait(10)
+    t2 = threading.Thread(target=second)
+    t2.start()
+    t2.join(0.2)
+    assert t2.is_alive()                      # blocked on the discovery in progress
+    events.proceed.set()
+    t1.join(10)
+    t2.join(10)
+    assert results == {"first": "Slow", "second": "Slow"}
+    assert REGISTRY.plugin_hook is None
