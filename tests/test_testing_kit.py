@@ -281,6 +281,17 @@ class MutatesInput(Scale):
         return dout
 
 
+class MutatesX(Scale):
+    """forward zeroes its input after computing the output."""
+
+    name = "KitMutatesX"
+
+    def forward(self, x, train=True):
+        y = super().forward(np.array(x, copy=True))
+        x[...] = 0
+        return y
+
+
 class WrongGradient(Scale):
     """grads['a'] is off by a factor 2."""
 
@@ -349,6 +360,7 @@ def test_check_layer_passes_a_correct_toy_layer():
 @pytest.mark.parametrize("layer, broken", [
     (WrongShape, "check_output_shape"),
     (MutatesInput, "check_inputs_not_mutated"),
+    (MutatesX, "check_inputs_not_mutated"),
     (WrongGradient, "check_gradients"),
     (AcceptsAnything, "check_invalid_parameters_raise"),
 ])
