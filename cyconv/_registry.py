@@ -150,25 +150,28 @@ class Registry:
                                    f"available for: {', '.join(_ordered(list(slot)))}.")
             raise BackendError(f"layer {name!r} has no {backend!r} implementation; available "
                                f"backends for it: {', '.join(_ordered(list(slot)))}.")
-        for candidate in backend_preference() + [b for b in _ordered(list(slot))]:
+        skipped_reserved = False
+        for candidate in backend_preference() + _ordered(list(slot)):
             if candidate in slot:
-                if candidate != "cython" and "cython" in self.unavailable_backends \
-                        and self._would_have_compiled(name):
-                    self._warn_fallback()
+                if skipped_reserved:
+                    self._warn_fallback(candidate)
                 return slot[candidate]
+            # A built-in entry whose backend failed to load: say so once.
+            skipped_reserved |= ((name, candidate) in self._builtin_entries
+                                 and candidate in self.unavailable_backends)
         raise AssertionError("unreachable: a registered name has at least one backend")
 
-    def _would_have_compiled(self, name):
-        from .layers import COMPILED_LAYER_NAMES
+    def reserve(self, name, backend):
+        """Mark ``(name, backend)`` as cyconv's own even though it failed to load."""
+        with self._lock:
+            self._builtin_entries.add((name, backend))
 
-        return name in COMPILED_LAYER_NAMES and "cython" in backend_preference()
-
-    def _warn_fallback(self):
+    def _warn_fallback(self, used):
         if not self._fallback_warned:
             self._fallback_warned = True
             warnings.warn(f"cyconv's compiled backend is unavailable "
-                          f"({self.unavailable_backends['cython']}); using the numpy backend. "
-                          f"Rebuild with `pip install .` to get the fast kernels.",
+                          f"({self.unavailable_backends.get('cython')}); using the {used} "
+                          f"backend. Rebuild with `pip install .` to get the fast kernels.",
                           BackendFallbackWarning, stacklevel=4)
 
 

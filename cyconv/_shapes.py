@@ -168,6 +168,26 @@ def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
     return pads
 
 
+def validate_window_options(kernel_size, stride, padding, dilation, *, pool=False):
+    """Check window options before any input is seen (layer constructors).
+
+    Raises the same errors :func:`resolve_geometry` would, naming the argument;
+    with ``pool=True`` also PyTorch's limit of padding <= kernel_size // 2.
+    """
+    kernel = as_pair(kernel_size, "kernel_size")
+    as_pair(stride, "stride")
+    as_pair(dilation, "dilation")
+    if isinstance(padding, str) and padding in ("same", "valid"):
+        return
+    pads = normalize_padding(padding, kernel, kernel)
+    if pool:
+        for i in range(2):
+            if max(pads[i]) > kernel[i] // 2:
+                raise ValueError(f"padding {pads[i]} in {_DIM_NAMES[i]} exceeds half the kernel "
+                                 f"size {kernel[i]} (max {kernel[i] // 2}); use padding <= "
+                                 f"kernel_size // 2")
+
+
 def _suggestions(in_size, k, stride, dilation, pad_before, pad_after):
     """Nearby settings that make the exact rule hold, for the error message."""
     effective = dilation * (k - 1) + 1
@@ -186,7 +206,7 @@ def _suggestions(in_size, k, stride, dilation, pad_before, pad_after):
         hints.append("stride " + " or ".join(f"{s} (-> {span // s + 1})" for s in sorted(best)))
     below = in_size - (span % stride)
     above = below + stride
-    sizes = [n for n in (below, above) if n + pad_before + pad_after - effective >= 0]
+    sizes = [n for n in (below, above) if n >= 1 and n + pad_before + pad_after - effective >= 0]
     if sizes:
         hints.append("input size " + " or ".join(str(n) for n in sizes))
     return hints
@@ -204,10 +224,11 @@ def _output_length(in_size, k, stride, dilation, pad_before, pad_after, rounding
             f"{in_size + pad_before + pad_after}); {formula} = {span / stride + 1:.4g} is not a "
             f"positive size. Use a smaller kernel or dilation, or more padding.")
     if rounding == "ceil":
-        out = -(-span // stride) + 1
-        # PyTorch's rule: the last window must start inside the input or the left padding.
-        if (out - 1) * stride >= in_size + pad_before:
-            out -= 1
+        out = span // stride + 1
+        # One more, partial, window -- PyTorch's rule: only if it starts inside
+        # the input or the left padding.
+        if span % stride and out * stride < in_size + pad_before:
+            out += 1
         return out
     if rounding == "floor" or span % stride == 0:
         return span // stride + 1
@@ -254,12 +275,10 @@ def resolve_geometry(input_size, kernel_size, *, stride=1, padding=0, dilation=1
     if min(size) < 1:
         raise ShapeError(f"{layer}: input spatial size must be >= 1, got {size}")
     if max_pool_padding:
-        for i in range(2):
-            if max(pads[i]) > kernel[i] // 2:
-                raise ValueError(
-                    f"{layer}: padding {pads[i]} in {_DIM_NAMES[i]} exceeds half the kernel size "
-                    f"{kernel[i]} (max {kernel[i] // 2}); a window could then lie entirely in the "
-                    f"padding. Use padding <= kernel_size // 2.")
+        try:
+            validate_window_options(kernel, strides, pads, dilations, pool=True)
+        except ValueError as exc:
+            raise ValueError(f"{layer}: {exc}") from None
     out = tuple(
         _output_length(size[i], kernel[i], strides[i], dilations[i], pads[i][0], pads[i][1],
                        "floor" if padding == "same" else rounding, layer=layer, dim=_DIM_NAMES[i])

@@ -36,7 +36,7 @@ def _check_input(x, name="x"):
     return x
 
 
-def prepare_conv(x, w, b, *, stride, padding, dilation, groups, rounding):
+def prepare_conv(x, w, b, *, stride, padding, dilation, groups, rounding, layer="conv2d"):
     """Validate a convolution's arrays and resolve its geometry."""
     x = _check_input(x)
     w = as_float_array(w, "w", ndim=4, dtype=x.dtype)
@@ -56,7 +56,7 @@ def prepare_conv(x, w, b, *, stride, padding, dilation, groups, rounding):
         b = as_float_array(b, "b", ndim=1, dtype=x.dtype)
         check_shape(b, (oc,), "b")
     geom = resolve_geometry((h, width), (kh, kw), stride=stride, padding=padding,
-                            dilation=dilation, rounding=rounding, layer="conv2d")
+                            dilation=dilation, rounding=rounding, layer=layer)
     return x, w, b, groups, geom
 
 

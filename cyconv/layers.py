@@ -21,7 +21,7 @@ import numpy as np
 
 from . import functional as F
 from ._registry import REGISTRY, get_layer
-from ._shapes import as_pair, check_rounding, resolve_geometry
+from ._shapes import as_pair, check_rounding, resolve_geometry, validate_window_options
 from ._threads import resolve_num_threads
 from ._validation import as_float_array, check_positive_int, check_shape
 from .backends import numpy_backend
@@ -156,6 +156,9 @@ class Conv2D(Layer):
         super().__init__()
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.groups = check_positive_int(groups, "groups")
+        if kernel_size is not None or W is not None:
+            validate_window_options(W.shape[2:] if W is not None else kernel_size, stride,
+                                    padding, dilation)
         self.rounding = check_rounding(rounding)
         self.weight_init, self.rng = weight_init, rng
         if W is not None:
@@ -210,7 +213,8 @@ class Conv2D(Layer):
             raise RuntimeError(f"{self.name} has no weights yet: call build(input_shape) first")
         x, (w, *b) = _promote(x, [self.params["W"]] + ([self.params["b"]] if "b" in self.params
                                                         else []))
-        x, w, b, groups, geom = F.prepare_conv(x, w, b[0] if b else None, **self._options())
+        x, w, b, groups, geom = F.prepare_conv(x, w, b[0] if b else None, layer=self.name,
+                                               **self._options())
         self._cache = (x, w, geom)
         return self.kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(None))
 
@@ -245,6 +249,7 @@ class MaxPool2D(Layer):
         self.stride = self.kernel_size if stride is None else stride
         self.padding, self.dilation = padding, dilation
         self.rounding = check_rounding(rounding, ceil_mode)
+        validate_window_options(self.kernel_size, self.stride, padding, dilation, pool=True)
 
     def _options(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
@@ -290,6 +295,7 @@ class AvgPool2D(Layer):
         self.stride = self.kernel_size if stride is None else stride
         self.padding = padding
         self.rounding = check_rounding(rounding, ceil_mode)
+        validate_window_options(self.kernel_size, self.stride, padding, 1, pool=True)
         self.count_include_pad, self.divisor_override = F.check_avg_options(
             count_include_pad, divisor_override)
 
@@ -447,6 +453,7 @@ class Dropout(Layer):
 
     name = "Dropout"
     shape_preserving = True
+    stochastic = True
 
     def __init__(self, ratio=0.5, *, rng=None, backend=None):
         super().__init__()
@@ -480,6 +487,7 @@ class BatchNorm(Layer):
     name = "BatchNorm"
     has_params = True
     shape_preserving = True
+    batch_coupled = True  # in training, each output depends on the whole batch
 
     def __init__(self, num_features=None, *, momentum=0.9, eps=1e-5, gamma=None, beta=None,
                  running_mean=None, running_var=None, backend=None):
@@ -543,7 +551,7 @@ class BatchNorm(Layer):
             mean, var = self.running_mean, self.running_var
         self._std = np.sqrt(var + self.eps)
         self._xhat = (flat - mean) / self._std
-        self._shape = x.shape
+        self._shape, self._train = x.shape, train
         y = self.params["gamma"] * self._xhat + self.params["beta"]
         return self._from_2d(y.astype(x.dtype, copy=False), x.shape)
 
@@ -554,8 +562,9 @@ class BatchNorm(Layer):
         self.grads["beta"] = dout.sum(axis=0).astype(gamma.dtype, copy=False)
         self.grads["gamma"] = (dout * self._xhat).sum(axis=0).astype(gamma.dtype, copy=False)
         dxhat = dout * gamma
-        dx = (dxhat - dxhat.mean(axis=0) - self._xhat * (dxhat * self._xhat).mean(axis=0))
-        return self._from_2d(dx / self._std, self._shape)
+        if self._train:  # the batch statistics depend on x as well
+            dxhat = dxhat - dxhat.mean(axis=0) - self._xhat * (dxhat * self._xhat).mean(axis=0)
+        return self._from_2d(dxhat / self._std, self._shape)
 
 
 class SoftmaxWithLoss(Layer):
@@ -568,6 +577,9 @@ class SoftmaxWithLoss(Layer):
 
     name = "SoftmaxWithLoss"
     is_loss = True
+
+    def output_shape(self, input_shape):
+        return ()  # a scalar loss
 
     def forward(self, x, t, train=True):
         x = as_float_array(x, "x", ndim=2)
@@ -619,6 +631,8 @@ def _register_builtin_layers():
         from .backends import cython_backend
     except ImportError as exc:
         REGISTRY.unavailable_backends["cython"] = f"the compiled extension failed to import ({exc})"
+        for front in compiled:  # still cyconv's: no plugin may take these slots
+            REGISTRY.reserve(front.name, "cython")
         return
     for front in compiled:
         REGISTRY.register(front.name, "cython", _backend_variant(front, "cython", cython_backend),

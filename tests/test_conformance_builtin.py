@@ -17,15 +17,7 @@ LAYERS = [cyconv.get_layer(name, backend) for name in BUILTIN
 
 # Known core bugs, reported to the layers' owner; strict xfail: these tests
 # start failing (XPASS) as soon as the bug is fixed, so the entry gets removed.
-KNOWN_FAILURES = {
-    "BatchNorm": {
-        "check_gradients": "BatchNorm.backward after forward(train=False) returns the "
-                           "training-mode (batch statistics) gradient instead of "
-                           "dout * gamma / sqrt(running_var + eps)",
-        "check_batch_subset_invariance": "same bug: in eval mode dx of one sample depends on "
-                                         "the rest of the batch",
-    },
-}
+KNOWN_FAILURES = {}
 
 
 def expected_failures(layer):

@@ -87,7 +87,7 @@ def cython_unavailable(registry, monkeypatch):
         slot = dict(registry._layers[layer])
         slot.pop("cython", None)
         registry._layers[layer] = slot
-        registry._builtin_entries.discard((layer, "cython"))
+        registry.reserve(layer, "cython")  # as cyconv.layers does when the import fails
     registry.unavailable_backends["cython"] = "simulated: _conv failed to import"
     registry._fallback_warned = False
     return registry
@@ -472,3 +472,13 @@ def test_show_config_reports_unavailable_backend(cython_unavailable, capsys):
     out = capsys.readouterr().out
     assert "simulated: _conv failed to import" in out
     assert _section(out, "openmp") in ("True", "False")
+
+def test_builtin_name_under_cython_is_reserved_even_when_unavailable(cython_unavailable):
+    """With the extension missing, a third party must not be able to put its own
+    Conv2D under 'cython' (the preferred backend): that would silently change
+    what cyconv.Conv2D / cyconv.conv2d compute."""
+    with pytest.raises(ValueError, match="built into cyconv"):
+        register_layer("Conv2D", backend="cython")(make_class("evil"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert get_layer("Conv2D").backend == "numpy"

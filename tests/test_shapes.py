@@ -425,3 +425,37 @@ def test_other_layers_output_shape():
         assert y.shape[1:] == layer.output_shape(x.shape[1:]), type(layer).__name__
     assert cyconv.Flatten().output_shape((2, 4, 5)) == (40,)
     assert cyconv.Affine(7).output_shape((2, 4, 5)) == (7,)
+
+@settings(max_examples=300)
+@given(d=dims)
+def test_ceil_rounding_never_below_floor_general_padding(d):
+    """Convolution accepts any padding; ceil must never give fewer windows than floor."""
+    in_size, k, stride, dil, pb, pa = d
+    exact = direct_out(*d)
+    if exact < 1:
+        return
+    got = resolve_geometry((in_size, in_size), k, stride=stride, dilation=dil,
+                           padding=((pb, pa), (pb, pa)), rounding="ceil").out_size
+    assert got[0] >= math.floor(exact)
+    if exact.denominator == 1:
+        assert got[0] == exact
+    assert got == (brute_force_windows(*d, "ceil"),) * 2
+
+
+@settings(max_examples=200)
+@given(d=dims)
+def test_error_suggested_input_sizes_are_valid(d):
+    in_size, k, stride, dil, pb, pa = d
+    exact = direct_out(*d)
+    if exact < 1 or exact.denominator == 1:
+        return
+    with pytest.raises(ShapeError) as info:
+        resolve_geometry((in_size, 1), (k, 1), stride=(stride, 1), dilation=(dil, 1),
+                         padding=((pb, pa), (0, 0)))
+    size_hint = _SIZE_HINT.search(str(info.value))
+    assert size_hint is not None
+    for n in size_hint.groups():
+        if n is not None:
+            assert int(n) >= 1
+            out = direct_out(int(n), k, stride, dil, pb, pa)
+            assert out.denominator == 1 and out >= 1
