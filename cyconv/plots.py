@@ -98,11 +98,14 @@ def plot_filters(before, after=None, path="filters.png", ncols=None):
     count = before.shape[0]
     ncols = ncols or min(count, 10)
     nrows = -(-count // ncols)
-    total_rows = nrows * len(sets)
+    gap = 1 if len(sets) > 1 else 0  # a thin spacer row between "before" and "after"
+    total_rows = nrows * len(sets) + gap
+    ratios = [1] * nrows + [0.35] * gap + [1] * nrows * (len(sets) - 1)
     fig = _figure(ncols * 0.9 + 1.0, total_rows * 0.9 + 0.6)
-    grid = fig.add_gridspec(total_rows, ncols, hspace=0.15, wspace=0.1)
+    grid = fig.add_gridspec(total_rows, ncols, hspace=0.15, wspace=0.1,
+                            height_ratios=ratios)
     for k, (label, filters) in enumerate(sets):
-        _draw_grid(fig, grid, filters, k * nrows, nrows, ncols, label)
+        _draw_grid(fig, grid, filters, k * (nrows + gap), nrows, ncols, label)
     fig.suptitle("first conv layer filters" + (" before / after training" if after is not None
                                                else ""))
     fig.savefig(os.fspath(path))

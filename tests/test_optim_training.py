@@ -267,3 +267,34 @@ def test_trainer_argument_errors():
                       progress=False)
     history = trainer.train()
     assert history.epochs == 1 and np.isnan(history.test_acc[0])
+
+
+# -- plots (cyconv.plots) ----------------------------------------------------------------------
+
+def test_plots_write_pngs(tmp_path):
+    pytest.importorskip("matplotlib")
+    from cyconv import plots
+
+    _, _, history = run(epochs=2)
+    curves = plots.plot_history(history, tmp_path / "curves.png", title="toy")
+    assert open(curves, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    plots.plot_history(history.as_dict(), tmp_path / "curves2.png")
+    w = np.random.default_rng(0).standard_normal((7, 1, 3, 3))
+    path = plots.plot_filters(w, w * 2, tmp_path / "filters.png")
+    assert (tmp_path / "filters.png").stat().st_size > 1000 and path.endswith("filters.png")
+    plots.plot_filters(w, path=tmp_path / "only.png")
+    with pytest.raises(ValueError, match="FN, C, FH, FW"):
+        plots.plot_filters(w[0], path=tmp_path / "bad.png")
+    with pytest.raises(ValueError, match="differ"):
+        plots.plot_filters(w, w[:3], tmp_path / "bad.png")
+
+
+def test_plots_without_matplotlib(monkeypatch, tmp_path):
+    import sys
+
+    from cyconv import plots
+
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)
+    with pytest.raises(ImportError, match=r'pip install "cyconv\[demo\]"'):
+        plots.plot_history(History(train_loss=[1.0]), tmp_path / "x.png")
