@@ -105,6 +105,8 @@ class LeakyReLU(_Activation):
     The gradient at 0 is ``negative_slope`` (the same side as ReLU's 0).
     """
 
+    name, backend = "LeakyReLU", "numpy"  # also set by registration
+
     check_cases = _cases(negative_slope=[0.0, 0.01, 0.2, 1.5])
     invalid_params = [{"negative_slope": -0.1}, {"negative_slope": "0.1"},
                       {"negative_slope": float("nan")}]
@@ -132,6 +134,8 @@ class ELU(_Activation):
     Computed with ``expm1`` (accurate near 0, no overflow for large ``x``).
     The gradient is 1 for ``x > 0`` and ``alpha * exp(x)`` otherwise.
     """
+
+    name, backend = "ELU", "numpy"  # also set by registration
 
     check_cases = _cases(alpha=[0.1, 1.0, 2.5])
     invalid_params = [{"alpha": 0.0}, {"alpha": -1.0}, {"alpha": None}]
@@ -175,6 +179,8 @@ class GELU(_Activation):
         on large arrays (PyTorch's default).
     """
 
+    name, backend = "GELU", "numpy"  # also set by registration
+
     check_cases = _cases(approximate=["tanh", "none"])
     invalid_params = [{"approximate": "erf"}, {"approximate": True}]
 
@@ -215,6 +221,8 @@ class Swish(_Activation):
     The gradient is ``s + beta * x * s * (1 - s)`` with ``s = sigmoid(beta x)``.
     """
 
+    name, backend = "Swish", "numpy"  # also set by registration
+
     check_cases = _cases(beta=[0.5, 1.0, 1.702])
     invalid_params = [{"beta": 0.0}, {"beta": -1.0}, {"beta": "1"}]
 
@@ -238,6 +246,8 @@ class Swish(_Activation):
 
 class SiLU(Swish):
     """Sigmoid-weighted linear unit ``x * sigmoid(x)``: :class:`Swish` with ``beta = 1``."""
+
+    name, backend = "SiLU", "numpy"  # also set by registration
 
     check_cases = _cases()
     invalid_params = [{"beta": 2.0}]  # SiLU has no options

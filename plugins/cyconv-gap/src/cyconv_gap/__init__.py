@@ -116,6 +116,8 @@ class _GlobalAvgPool2DBase(cyconv.Layer):
 class GlobalAvgPool2DNumpy(_GlobalAvgPool2DBase):
     """Global average pooling, NumPy reference (see :class:`_GlobalAvgPool2DBase`)."""
 
+    name, backend = "GlobalAvgPool2D", "numpy"  # also set by registration
+
     def _forward(self, x):
         return x.mean(axis=(2, 3), dtype=np.float64).astype(x.dtype, copy=False)
 
@@ -139,6 +141,8 @@ def _threads_for(size):
 
 class GlobalAvgPool2DCython(_GlobalAvgPool2DBase):
     """Global average pooling, compiled: OpenMP over the N*C feature maps."""
+
+    name, backend = "GlobalAvgPool2D", "cython"  # also set by registration
 
     def _forward(self, x):
         n, c, h, w = x.shape
