@@ -55,6 +55,7 @@ from .layers import (
     Conv2D,
     Dropout,
     Flatten,
+    ForwardNotCalledError,
     Layer,
     MaxPool2D,
     ReLU,
@@ -81,7 +82,7 @@ def get_include():
 
 __all__ = [
     "Affine", "AvgPool2D", "BackendError", "BackendFallbackWarning", "BatchNorm", "Conv2D",
-    "Dropout", "Flatten", "Geometry", "Layer", "LayerNotFoundError", "MaxPool2D",
+    "Dropout", "Flatten", "ForwardNotCalledError", "Geometry", "Layer", "LayerNotFoundError", "MaxPool2D",
     "PluginLoadWarning", "ReLU",
     "ShapeError", "Sigmoid", "SoftmaxWithLoss", "avg_pool2d", "avg_pool2d_backward",
     "backends_for", "conv2d", "conv2d_backward", "conv_output_size", "create_layer",

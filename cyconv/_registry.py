@@ -68,6 +68,7 @@ class Registry:
     def __init__(self):
         self._layers = {}
         self._lock = threading.RLock()
+        self._discovery_lock = threading.RLock()
         self.unavailable_backends = {}  # backend -> reason it failed to load
         self._builtin_entries = set()  # (name, backend) pairs no plugin may replace
         self._fallback_warned = False
@@ -100,10 +101,14 @@ class Registry:
         return cls
 
     def _ensure_plugins(self):
-        hook = self.plugin_hook
-        if hook is not None:
-            self.plugin_hook = None
-            hook(self)
+        if self.plugin_hook is None:  # fast path once discovery has run
+            return
+        # Other threads wait here until discovery has finished, so none of them
+        # sees a registry without the plugins' layers.
+        with self._discovery_lock:
+            hook, self.plugin_hook = self.plugin_hook, None
+            if hook is not None:
+                hook(self)
 
     # -- lookup -------------------------------------------------------------
     def names(self):

@@ -29,9 +29,14 @@ from .backends import numpy_backend
 __all__ = [
     "Layer", "Conv2D", "MaxPool2D", "AvgPool2D", "Affine", "ReLU", "Sigmoid",
     "SoftmaxWithLoss", "Dropout", "BatchNorm", "Flatten", "COMPILED_LAYER_NAMES",
+    "ForwardNotCalledError",
 ]
 
 COMPILED_LAYER_NAMES = ("Conv2D", "MaxPool2D", "AvgPool2D")
+
+
+class ForwardNotCalledError(RuntimeError, AttributeError):
+    """``backward()`` was called on a layer before any ``forward()``."""
 
 
 def init_weights(shape, fan_in, weight_init, rng, dtype):
@@ -90,6 +95,15 @@ class Layer:
     def __init__(self, *, backend=None):
         self.params = {}
         self.grads = {}
+
+    def __getattr__(self, attr):
+        # Only reached for missing attributes: a private one is the state a
+        # forward() call leaves for backward().
+        if attr.startswith("_") and not attr.startswith("__"):
+            raise ForwardNotCalledError(
+                f"{type(self).__name__}.backward() needs the state of a forward() call "
+                f"(missing {attr}); call forward(x) first")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
     def build(self, input_shape, *, dtype=np.float64, rng=None):
         """Create parameters for per-sample ``input_shape``; return the output shape."""
