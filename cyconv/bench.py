@@ -39,7 +39,7 @@ import time
 _REEXEC_MARK = "CYCONV_BENCH_REEXEC"
 _ORIG_PREFIX = "CYCONV_BENCH_ORIG_"
 _BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 25)}
+_MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(1 << 30), "MALLOC_MMAP_THRESHOLD_": str(1 << 30)}
 
 # name: (kind, x shape, w shape or kernel, options)
 OPS = [
@@ -92,7 +92,7 @@ def _set_mallopt():
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
         libc.mallopt(-1, 1 << 30)   # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 1 << 25)   # M_MMAP_THRESHOLD (glibc's maximum is 32 MiB)
+        libc.mallopt(-3, 1 << 30)   # M_MMAP_THRESHOLD (accepted by glibc >= 2.35)
         return True
     except (OSError, AttributeError):
         return False

@@ -23,10 +23,18 @@
 # channels).  The partition of samples into slots does not depend on the
 # thread count, so dx, dW and db are bitwise identical for any n_threads.
 #
+# dx alternatives (measured, 1 thread, thread CPU time): the default GEMM +
+# col2im above; or, for stride 1, dx as a transposed convolution (im2col of
+# dy + GEMM with flipped weights, no scatter).  The latter was slower in
+# float32 (VGG-like 165 vs 148 ms, CIFAR-like 130 vs 108 ms) and only ~8%
+# faster in float64 and much slower when C/groups is small (a GEMM with Cg
+# columns), so it is off by default (TCONV_MIN_CHANNELS) but kept, tested.
+#
 # Workspace per call: forward n_threads * K * rows*OW elements; backward twice
 # that plus S copies of dW.  Output rows are blocked so that one thread's
-# column buffer stays under WORKSPACE_CAP bytes (default 4 MiB, at least one
-# output row), i.e. never a batch-wide or image-wide im2col.
+# column buffer stays under WORKSPACE_CAP bytes (default 1 MiB, at least one
+# output row: the block stays in L2 while BLAS packs it; 0.5-1 MiB measured
+# best against 4-16 MiB), i.e. never a batch-wide or image-wide im2col.
 
 import numpy as np
 
@@ -40,10 +48,14 @@ from ._fused cimport floating_t, index_t
 from ._openmp cimport omp_get_thread_num
 
 # Byte cap for one thread's column buffer (im2col block); tunable for tests.
-WORKSPACE_CAP = 4 << 20
+WORKSPACE_CAP = 1 << 20
 # Byte cap for all dW slot copies together in the backward pass.
 DW_SLOT_CAP = 64 << 20
 MAX_SLOTS = 16
+# Stride-1 backward computes dx as a transposed convolution (im2col of dy +
+# GEMM) when the group has at least this many input channels, else by
+# GEMM + col2im.  Off by default: see "dx alternatives" above.
+TCONV_MIN_CHANNELS = 1 << 30
 
 
 ctypedef struct conv_geom:
@@ -232,13 +244,18 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     """Gradients of conv2d w.r.t. input, weight and bias (caller-allocated)."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
     cdef conv_geom g = _make_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
+    cdef conv_geom gt                       # dx = transposed conv (stride-1 path)
     cdef index_t Cg = C // groups, OCg = OC // groups
     cdef index_t K = Cg * g.KH * g.KW, P = g.OH * g.OW, HW = g.H * g.W
+    cdef index_t Kt = OCg * g.KH * g.KW
     cdef index_t WSZ = OC * K
     cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
                         and g.PL == 0 and g.OH == g.H and g.OW == g.W)
+    cdef bint tconv = (not direct) and g.SH == 1 and g.SW == 1 and Cg >= TCONV_MIN_CHANNELS
     cdef index_t rb = g.OH if direct else _rows_per_block(K, g.OH, g.OW, sizeof(floating_t))
     cdef index_t nblk = (g.OH + rb - 1) // rb
+    cdef index_t rbt = _rows_per_block(Kt, g.H, g.W, sizeof(floating_t))
+    cdef index_t nblkt = (g.H + rbt - 1) // rbt
     cdef index_t wbytes = max(1, WSZ * <index_t>sizeof(floating_t))
     cdef index_t S = max(1, min(min(N, <index_t>MAX_SLOTS), <index_t>DW_SLOT_CAP // wbytes))
     cdef index_t s, n, gi, blk, oy0, oy1, Pb, tid, e, ss, o, nn, p, bufsz
@@ -251,37 +268,55 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     cdef const floating_t* dyo
     cdef floating_t acc
     cdef double dacc
-    lo_, hi_ = _ox_ranges(g)
-    cdef const index_t[::1] xlo = lo_, xhi = hi_
     if N == 0 or OC == 0 or C == 0:
         dx[...] = 0
         dw[...] = 0
         db[...] = 0
         return
-    bufsz = 0 if direct else K * rb * g.OW
+    lo_, hi_ = _ox_ranges(g)
+    cdef const index_t[::1] xlo = lo_, xhi = hi_
+    # Stride 1: dx[c] = sum_o corr(dy[o], flip(w[o, c])) with top/left padding
+    # DH*(KH-1) - PT (possibly negative: im2col bounds-checks every tap).
+    gt = g
+    gt.H = g.OH
+    gt.W = g.OW
+    gt.OH = g.H
+    gt.OW = g.W
+    gt.PT = g.DH * (g.KH - 1) - g.PT
+    gt.PL = g.DW * (g.KW - 1) - g.PL
+    tlo_, thi_ = _ox_ranges(gt)
+    cdef const index_t[::1] tlo = tlo_, thi = thi_
+    wt_ = np.ascontiguousarray(
+        np.asarray(w).reshape(groups, OCg, Cg, g.KH, g.KW)[:, :, :, ::-1, ::-1]
+        .transpose(0, 2, 1, 3, 4).reshape(C, Kt))
+    cdef const floating_t[:, ::1] wt = wt_
+    if direct:
+        bufsz = 0
+    elif tconv:
+        bufsz = max(K * rb * g.OW, Kt * rbt * g.W)
+    else:
+        bufsz = 2 * K * rb * g.OW
     try:
         slots = <floating_t*>malloc(S * WSZ * sizeof(floating_t))
-        ws = <floating_t*>malloc(max(1, nt * 2 * bufsz) * sizeof(floating_t))
+        ws = <floating_t*>malloc(max(1, nt * bufsz) * sizeof(floating_t))
         if slots == NULL or ws == NULL:
             raise MemoryError("conv2d_backward: cannot allocate workspace")
         with nogil:
             for s in prange(S, schedule="dynamic", chunksize=1, num_threads=nt):
                 tid = omp_get_thread_num()
-                col = ws + tid * 2 * bufsz
-                dcol = col + bufsz
+                col = ws + tid * bufsz
+                dcol = col + K * rb * g.OW
                 memset(slots + s * WSZ, 0, WSZ * sizeof(floating_t))
                 n = s
                 while n < N:
                     for gi in range(groups):
-                        if not direct:
+                        if not direct and not tconv:
                             memset(&dx[n, gi * Cg, 0, 0], 0, Cg * HW * sizeof(floating_t))
                         for blk in range(nblk):
                             oy0 = blk * rb
                             oy1 = min(oy0 + rb, g.OH)
                             Pb = (oy1 - oy0) * g.OW
                             dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
-                            if P == 0:
-                                continue
                             if direct:
                                 a = &x[n, gi * Cg, 0, 0] + oy0 * g.OW
                                 # dW_g^T (K x OCg) += x_block (K x Pb) @ dy_block^T
@@ -291,15 +326,28 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                                 _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
                                       &w[gi * OCg, 0, 0, 0], <int>K, 0,
                                       &dx[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW)
-                            else:
-                                _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
-                                             &xlo[0], &xhi[0])
-                                _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
-                                      dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                                continue
+                            _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
+                                         &xlo[0], &xhi[0])
+                            _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
+                                  dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                            if not tconv:
+                                # dcol^T (Pb x K) = dy_block^T (Pb x OCg) @ W_g (OCg x K)
                                 _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
                                       &w[gi * OCg, 0, 0, 0], <int>K, 0, dcol, <int>Pb)
                                 _col2im_rows(dcol, &dx[n, gi * Cg, 0, 0], &g, Cg, oy0, oy1,
                                              &xlo[0], &xhi[0])
+                        if tconv:
+                            # dx_block (Cg x rows*W) = flip(W_g)^T (Cg x Kt) @ im2col(dy)
+                            for blk in range(nblkt):
+                                oy0 = blk * rbt
+                                oy1 = min(oy0 + rbt, g.H)
+                                Pb = (oy1 - oy0) * g.W
+                                _im2col_rows(&dy[n, gi * OCg, 0, 0], col, &gt, OCg, oy0, oy1,
+                                             &tlo[0], &thi[0])
+                                _gemm(c'N', c'N', <int>Pb, <int>Cg, <int>Kt, col, <int>Pb,
+                                      &wt[gi * Cg, 0], <int>Kt, 0,
+                                      &dx[n, gi * Cg, 0, 0] + oy0 * g.W, <int>HW)
                     n = n + S
             # Reduce the slot copies in slot order: deterministic.
             for e in prange(WSZ, schedule="static", num_threads=nt):
@@ -307,7 +355,8 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                 for ss in range(1, S):
                     acc = acc + slots[ss * WSZ + e]
                 (&dw[0, 0, 0, 0])[e] = acc
-            for o in prange(OC, schedule="static", num_threads=<int>max(1, min(<index_t>n_threads, OC))):
+            for o in prange(OC, schedule="static",
+                            num_threads=<int>max(1, min(<index_t>n_threads, OC))):
                 dacc = 0
                 for nn in range(N):
                     dyo = &dy[nn, o, 0, 0]

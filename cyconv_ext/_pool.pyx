@@ -1,23 +1,38 @@
 # Design: max- and average-pooling kernels as direct loops.
 #
-# Loop order: (plane = n*C + c) -> output row -> output column -> window row ->
-# window column.  The parallel loop is over planes (``prange``, schedule
-# "static": every plane costs the same, and a static partition keeps each
-# thread on one contiguous slab of memory).  A plane owns its whole output
+# Parallelism: one ``prange`` over planes (plane = n*C + c), schedule
+# "static": every plane costs the same and a static partition keeps each
+# thread on one contiguous slab of memory.  A plane owns its whole output
 # (forward) and its whole input gradient (backward), so no two threads ever
 # write the same element: race free by construction, and every element is
 # computed by the same sequential code whatever the thread count, so results
 # are bitwise identical for any ``n_threads``.
 #
 # Window bounds are clipped once per output row / column (tables computed
-# before the parallel region, shared read-only), so the inner loops touch only
-# input elements and contain no padding tests.  Backward kernels zero their
-# own plane of ``dx`` inside the parallel loop (the caller may pass
-# ``np.empty``), then scatter-add into it; max-pool backward scatters through
-# the int64 argmax indices of its own plane.
+# before the parallel region, shared read-only), so inner loops touch only
+# input elements and contain no padding tests.
 #
-# Workspace per call: four small index tables (OH + OW entries each) and, for
-# average pooling, one (OH, OW) divisor table.  No per-thread scratch.
+# Max pooling, loop order per plane: the interior block (outputs whose whole
+# window is inside the input) is done tap by tap -- for each window tap in
+# row-major order, one pass over the block compares and selects with branch
+# free masks (C helper CYCONV_MAX_TAP, vectorised by the compiler; the winning
+# tap number is kept in the value type so that the selects stay one width) --
+# then tap numbers become flat offsets.  Random data made the obvious
+# per-window loop mispredict about every other comparison (3x slower).  The
+# border outputs scan their clipped window directly.  Both paths implement
+# the contract's rule: strict '>' keeps the first maximum, a NaN replaces a
+# number and nothing replaces a NaN, a window without input gives -inf / -1.
+# Average pooling: per output, sum of the window's input elements divided by
+# the PyTorch divisor (table); 2x2 stride-2 windows have an unrolled path.
+#
+# Backward kernels zero their own plane of ``dx`` inside the parallel loop
+# (the caller may pass ``np.empty``), then scatter-add into it; max-pool
+# backward scatters through the int64 argmax indices of its own plane, in
+# output order (the same order as the NumPy reference, so identical sums).
+#
+# Workspace per call: small index tables (OH + OW + KH*KW entries), for
+# average pooling one (OH, OW) divisor table, and for max pooling one
+# OH*OW tap scratch per thread.
 
 import numpy as np
 
@@ -25,9 +40,11 @@ cimport cython
 from cython.parallel cimport prange
 from libc.math cimport INFINITY
 from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 from ._fused cimport floating_t, index_t
+from ._openmp cimport omp_get_thread_num
 
 
 def _clip_tables(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t dil,
@@ -66,57 +83,102 @@ cdef inline index_t _window_argmax(const floating_t* plane, index_t row0, index_
     return best_i
 
 
+cdef extern from *:
+    """
+    /* One window tap over a rows x n block of outputs: m (running max) and
+       t (winning tap number, kept in the value type so that GCC vectorises
+       the selects with plain SSE2 masks) are replaced where the tap's value
+       v wins: v > m (strict: the first maximum stays), or v is NaN while m
+       is not (the first NaN stays). */
+    #define CYCONV_MAX_TAP(T, NAME)                                               \
+    static inline void NAME(const T *CYTHON_RESTRICT src, Py_ssize_t src_rs,      \
+                            T *CYTHON_RESTRICT m, Py_ssize_t m_rs,                \
+                            T *CYTHON_RESTRICT t, T tap,                          \
+                            Py_ssize_t rows, Py_ssize_t n, Py_ssize_t s) {        \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                   \
+            const T *CYTHON_RESTRICT sr = src + r * src_rs;                       \
+            T *CYTHON_RESTRICT mr = m + r * m_rs;                                 \
+            T *CYTHON_RESTRICT tr = t + r * n;                                    \
+            for (Py_ssize_t i = 0; i < n; i++) {                                  \
+                T v = sr[s * i], mm = mr[i];                                      \
+                int k = (v > mm) | ((v != v) & (mm == mm));                       \
+                mr[i] = k ? v : mm;                                               \
+                tr[i] = k ? tap : tr[i];                                          \
+            }                                                                     \
+        }                                                                         \
+    }
+    CYCONV_MAX_TAP(float, cyconv_max_tap_f)
+    CYCONV_MAX_TAP(double, cyconv_max_tap_d)
+    """
+    void cyconv_max_tap_f(const float* src, Py_ssize_t src_rs, float* m, Py_ssize_t m_rs,
+                          float* t, float tap, Py_ssize_t rows, Py_ssize_t n,
+                          Py_ssize_t s) noexcept nogil
+    void cyconv_max_tap_d(const double* src, Py_ssize_t src_rs, double* m, Py_ssize_t m_rs,
+                          double* t, double tap, Py_ssize_t rows, Py_ssize_t n,
+                          Py_ssize_t s) noexcept nogil
+
+
+cdef inline void _max_tap(const floating_t* src, index_t src_rs, floating_t* m, index_t m_rs,
+                          floating_t* t, index_t tap, index_t rows, index_t n,
+                          index_t s) noexcept nogil:
+    # literal strides 1 and 2 let the compiler specialise the (inlined) loop
+    if floating_t is float:
+        if s == 1:
+            cyconv_max_tap_f(src, src_rs, m, m_rs, t, <float>tap, rows, n, 1)
+        elif s == 2:
+            cyconv_max_tap_f(src, src_rs, m, m_rs, t, <float>tap, rows, n, 2)
+        else:
+            cyconv_max_tap_f(src, src_rs, m, m_rs, t, <float>tap, rows, n, s)
+    else:
+        if s == 1:
+            cyconv_max_tap_d(src, src_rs, m, m_rs, t, <double>tap, rows, n, 1)
+        elif s == 2:
+            cyconv_max_tap_d(src, src_rs, m, m_rs, t, <double>tap, rows, n, 2)
+        else:
+            cyconv_max_tap_d(src, src_rs, m, m_rs, t, <double>tap, rows, n, s)
+
+
 cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
                                  floating_t* y,                 # OUT (OH*OW)
                                  int64_t* ind,                  # OUT (OH*OW)
+                                 floating_t* tap,               # scratch (OH*OW)
+                                 const index_t* tapoff,         # IN  (KH*KW)
                                  index_t W, index_t OH, index_t OW,
-                                 index_t dh, index_t dw,
+                                 index_t KT, index_t SH, index_t SW, index_t dh, index_t dw,
+                                 index_t oya, index_t oyb, index_t oxa, index_t oxb,
                                  const index_t* ys, const index_t* kylo, const index_t* kyhi,
                                  const index_t* xs, const index_t* kxlo, const index_t* kxhi,
                                  ) noexcept nogil:
-    cdef index_t oy, ox, o
+    """Interior block (rows [oya, oyb) x cols [oxa, oxb), windows fully
+    inside): one vectorisable pass per tap in row-major tap order, then the
+    winning tap numbers become input offsets.  Border outputs: per-window
+    scan (_window_argmax).  Both implement the same tie/NaN rule."""
+    cdef index_t oy, ox, o, t, r, i
+    cdef index_t nr = oyb - oya, n = oxb - oxa, rs = SH * W, base
     cdef floating_t best
+    cdef const floating_t* src
+    cdef floating_t* m
+    if nr > 0 and n > 0:
+        base = ys[oya] * W + xs[oxa]
+        src = plane + base
+        m = y + oya * OW + oxa
+        for r in range(nr):
+            for i in range(n):
+                m[r * OW + i] = src[r * rs + i * SW]
+                tap[r * n + i] = 0
+        for t in range(1, KT):
+            _max_tap(src + tapoff[t], rs, m, OW, tap, t, nr, n, SW)
+        for r in range(nr):
+            for i in range(n):
+                ind[(oya + r) * OW + oxa + i] = base + r * rs + i * SW + tapoff[<index_t>tap[r * n + i]]
     for oy in range(OH):
         for ox in range(OW):
+            if oya <= oy < oyb and oxa <= ox < oxb:
+                continue
             o = oy * OW + ox
             ind[o] = _window_argmax(plane, ys[oy], xs[ox], W, dh, dw,
                                     kylo[oy], kyhi[oy], kxlo[ox], kxhi[ox], &best)
             y[o] = best
-
-
-cdef inline void _max_pool_plane_2x2s2(const floating_t* plane,  # IN  (H*W)
-                                       floating_t* y,            # OUT (OH*OW)
-                                       int64_t* ind,             # OUT (OH*OW)
-                                       index_t W, index_t OH, index_t OW) noexcept nogil:
-    """Fast path: 2x2 window, stride 2, no padding/dilation, every window
-    fully inside (the common CNN case).  Same tie/NaN rule, unrolled."""
-    cdef index_t oy, ox, o, r0, r1, bi
-    cdef floating_t a, b, c, d, best
-    for oy in range(OH):
-        r0 = 2 * oy * W
-        r1 = r0 + W
-        for ox in range(OW):
-            o = oy * OW + ox
-            a = plane[r0 + 2 * ox]
-            b = plane[r0 + 2 * ox + 1]
-            c = plane[r1 + 2 * ox]
-            d = plane[r1 + 2 * ox + 1]
-            best = a
-            bi = r0 + 2 * ox
-            if a == a:
-                if b > best or b != b:
-                    best = b
-                    bi = r0 + 2 * ox + 1
-                if best == best:
-                    if c > best or c != c:
-                        best = c
-                        bi = r1 + 2 * ox
-                    if best == best:
-                        if d > best or d != d:
-                            best = d
-                            bi = r1 + 2 * ox + 1
-            y[o] = best
-            ind[o] = bi
 
 
 def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
@@ -132,23 +194,38 @@ def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
     xs_, kxlo_, kxhi_ = _clip_tables(OW, geom.stride_w, geom.pad_left, dw, geom.kernel_w, W)
     cdef const index_t[::1] ys = ys_, kylo = kylo_, kyhi = kyhi_
     cdef const index_t[::1] xs = xs_, kxlo = kxlo_, kxhi = kxhi_
-    cdef bint fast = (geom.kernel_h == 2 and geom.kernel_w == 2 and geom.stride_h == 2
-                      and geom.stride_w == 2 and dh == 1 and dw == 1
-                      and geom.pad_top == 0 and geom.pad_left == 0
-                      and 2 * OH <= H and 2 * OW <= W)
+    cdef index_t KH = geom.kernel_h, KW = geom.kernel_w, SW = geom.stride_w
+    cdef index_t SH = geom.stride_h
+    # interior: windows with every tap inside (a contiguous range per axis)
+    inner_x = np.nonzero((kxlo_ == 0) & (kxhi_ == KW))[0]
+    inner_y = np.nonzero((kylo_ == 0) & (kyhi_ == KH))[0]
+    cdef index_t oxa = inner_x[0] if inner_x.size else 0
+    cdef index_t oxb = inner_x[inner_x.size - 1] + 1 if inner_x.size else 0
+    cdef index_t oya = inner_y[0] if inner_y.size else 0
+    cdef index_t oyb = inner_y[inner_y.size - 1] + 1 if inner_y.size else 0
+    cdef int nt = <int>max(1, min(<index_t>n_threads, planes))
+    tapoff_ = (np.arange(KH, dtype=np.intp)[:, None] * (dh * W)
+               + np.arange(KW, dtype=np.intp)[None, :] * dw).ravel()
+    cdef const index_t[::1] tapoff = tapoff_
+    cdef floating_t* scratch
+    cdef index_t tid
     if planes == 0 or OH * OW == 0:
         return
-    with nogil:
-        for p in prange(planes, schedule="static", num_threads=n_threads):
-            n = p // C
-            c = p % C
-            if fast:
-                _max_pool_plane_2x2s2(&x[n, c, 0, 0], &y[n, c, 0, 0], &indices[n, c, 0, 0],
-                                      W, OH, OW)
-            else:
+    scratch = <floating_t*>malloc(nt * OH * OW * sizeof(floating_t))
+    if scratch == NULL:
+        raise MemoryError("max_pool2d_forward: cannot allocate scratch")
+    try:
+        with nogil:
+            for p in prange(planes, schedule="static", num_threads=nt):
+                n = p // C
+                c = p % C
+                tid = omp_get_thread_num()
                 _max_pool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &indices[n, c, 0, 0],
-                                W, OH, OW, dh, dw,
+                                scratch + tid * OH * OW, &tapoff[0],
+                                W, OH, OW, KH * KW, SH, SW, dh, dw, oya, oyb, oxa, oxb,
                                 &ys[0], &kylo[0], &kyhi[0], &xs[0], &kxlo[0], &kxhi[0])
+    finally:
+        free(scratch)
 
 
 cdef inline void _max_unpool_plane(const floating_t* dy,       # IN  (OH*OW)

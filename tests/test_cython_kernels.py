@@ -176,6 +176,24 @@ def test_conv_row_blocking_and_single_slot(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_transposed_dx_path(monkeypatch, dtype):
+    """Stride-1 dx as a transposed convolution (optional path), incl. pads larger
+    than the dilated kernel (negative transposed padding) and row blocking."""
+    monkeypatch.setattr(_conv, "TCONV_MIN_CHANNELS", 1)
+    rng = np.random.default_rng(4)
+    for xs, ws, p, d, groups in [((3, 4, 8, 9), (6, 2, 3, 2), ((1, 2), (0, 1)), (2, 1), 2),
+                                 ((2, 3, 5, 5), (4, 3, 2, 2), ((3, 0), (0, 3)), 1, 1),
+                                 ((2, 4, 6, 6), (4, 1, 3, 3), 1, 1, 4)]:
+        geom = resolve_geometry(xs[2:], ws[2:], padding=p, dilation=d)
+        x = rng.standard_normal(xs).astype(dtype)
+        w = rng.standard_normal(ws).astype(dtype)
+        check_conv(x, w, None, geom, groups)
+        monkeypatch.setattr(_conv, "WORKSPACE_CAP", 1)
+        check_conv(x, w, None, geom, groups)
+        monkeypatch.setattr(_conv, "WORKSPACE_CAP", 1 << 20)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_thread_invariance(dtype):
     """Bitwise identical results for 1, 2 and 4 threads (fixed sample->slot partition)."""
     rng = np.random.default_rng(5)
