@@ -123,6 +123,17 @@ def _header(threads_list):
                              f"({os.path.basename(info.get('filepath', ''))})")
     except Exception as exc:  # threadpoolctl missing
         lines.append(f"BLAS: unknown ({exc})")
+    try:
+        load = os.getloadavg()
+        lines.append(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        if load[0] > 0.5 * (os.cpu_count() or 1):
+            lines.append("WARNING: the machine is busy (load average above half the cores): "
+                         "wall-clock times will be noisy and inflated; compare ratios, or use "
+                         "--threads 1 --clock thread.")
+    except OSError:
+        pass
+    if _CLOCK is not time.perf_counter:
+        lines.append("clock: thread CPU time of the calling thread (valid with 1 thread only)")
     for var in _BLAS_VARS:
         if var in os.environ:
             lines.append(f"WARNING: {var}={os.environ[var]} is set: OpenBLAS may run at half "
@@ -133,14 +144,17 @@ def _header(threads_list):
     return lines
 
 
+_CLOCK = time.perf_counter
+
+
 def _median_ms(fn, repeats, budget_s):
     fn()  # warm-up (allocator, caches, lazy imports)
     times = []
     start = time.perf_counter()
     while len(times) < repeats:
-        t0 = time.perf_counter()
+        t0 = _CLOCK()
         fn()
-        times.append((time.perf_counter() - t0) * 1e3)
+        times.append((_CLOCK() - t0) * 1e3)
         if len(times) >= 3 and time.perf_counter() - start > budget_s:
             break
     return statistics.median(times)
@@ -374,6 +388,11 @@ def main(argv=None):
     parser.add_argument("--json", metavar="FILE", help="write the results as JSON")
     parser.add_argument("--no-numpy", action="store_true", help="skip the numpy backend")
     parser.add_argument("--no-torch", action="store_true", help="skip torch")
+    parser.add_argument("--clock", choices=("wall", "thread"), default="wall",
+                        help="wall clock (default) or the calling thread's CPU time; the "
+                             "latter ignores time stolen by other processes on a shared "
+                             "machine but only sees work done in the calling thread, so it "
+                             "requires --threads 1")
     parser.add_argument("--list", action="store_true", help="list the ops and exit")
     parser.add_argument("--no-reexec", action="store_true",
                         help="measure in the current environment (no BLAS/malloc fix-ups)")
@@ -384,6 +403,11 @@ def main(argv=None):
         return 0
     _prepare_environment(argv)
     _set_mallopt()
+    global _CLOCK
+    if args.clock == "thread":
+        if args.scaling or (args.threads or 1) != 1:
+            parser.error("--clock thread requires --threads 1 (and no --scaling)")
+        _CLOCK = time.thread_time
 
     import numpy as np  # noqa: F401  (after the environment is settled)
     cores = os.cpu_count() or 1
@@ -394,7 +418,7 @@ def main(argv=None):
             t *= 2
         threads_list.append(cores)
     else:
-        threads_list = [args.threads or min(2, cores)]
+        threads_list = [args.threads or (1 if args.clock == "thread" else min(2, cores))]
     ops = _select_ops(args.ops, args.quick)
     dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
     with_torch = not args.no_torch
@@ -437,7 +461,7 @@ def main(argv=None):
                     cells.append(_fmt(r[0]["cython_fwdbwd_ms"]) if r else "-")
                 log(f"| {op[0]} | {dtype} | " + " | ".join(cells) + " |")
     if args.json:
-        meta = {"header": _header(threads_list), "argv": argv}
+        meta = {"header": _header(threads_list), "argv": argv, "clock": args.clock}
         with open(args.json, "w") as f:
             json.dump({"meta": meta, "results": results}, f, indent=1)
         log(f"\nwrote {args.json}")

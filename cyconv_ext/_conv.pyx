@@ -131,8 +131,9 @@ cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
                     xr = x + (c * g.H + iy) * g.W
                     for ox in range(lo):
                         d[ox] = 0
-                    if SW == 1:
-                        memcpy(d + lo, xr + lo + ix0, (hi - lo) * sizeof(floating_t))
+                    if SW == 1:     # a plain loop: rows are often too short for memcpy
+                        for ox in range(lo, hi):
+                            d[ox] = xr[ox + ix0]
                     else:
                         for ox in range(lo, hi):
                             d[ox] = xr[ox * SW + ix0]
