@@ -61,13 +61,33 @@ def _blas_guard():
     return _BlasSingleThread()
 
 
+# Below this much work (multiply-adds or elements visited) per thread, waking
+# another OpenMP thread costs more than it saves -- on a loaded machine a
+# parallel region can wait milliseconds for a core.  Results do not depend on
+# the thread count, so the cap changes speed only.
+WORK_PER_THREAD = 1 << 16
+
+
+def _useful_threads(n_threads, work):
+    return int(max(1, min(int(n_threads), work // WORK_PER_THREAD)))
+
+
+def _conv_work(x, w, geom):
+    return x.shape[0] * w.shape[0] * geom.out_h * geom.out_w * w.shape[1] * w[0, 0].size
+
+
+def _pool_work(shape, geom):
+    return shape[0] * shape[1] * geom.out_h * geom.out_w * geom.kernel_h * geom.kernel_w
+
+
 def conv2d_forward(x, w, b, geom, groups=1, n_threads=1):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w, dtype=x.dtype)
     y = np.empty((x.shape[0], w.shape[0], geom.out_h, geom.out_w), dtype=x.dtype)
     bias = _EMPTY[x.dtype] if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     with _blas_guard():
-        _conv.conv2d_forward(x, w, bias, y, geom, int(groups), b is not None, int(n_threads))
+        _conv.conv2d_forward(x, w, bias, y, geom, int(groups), b is not None,
+                             _useful_threads(n_threads, _conv_work(x, w, geom)))
     return y
 
 
@@ -79,7 +99,8 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1):
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
     with _blas_guard():
-        _conv.conv2d_backward(dy, x, w, dx, dw, db, geom, int(groups), int(n_threads))
+        _conv.conv2d_backward(dy, x, w, dx, dw, db, geom, int(groups),
+                              _useful_threads(n_threads, 2 * _conv_work(x, w, geom)))
     return dx, dw, db
 
 
@@ -88,7 +109,7 @@ def max_pool2d_forward(x, geom, n_threads=1):
     shape = (x.shape[0], x.shape[1], geom.out_h, geom.out_w)
     y = np.empty(shape, dtype=x.dtype)
     indices = np.empty(shape, dtype=np.int64)
-    _pool.max_pool2d_forward(x, y, indices, geom, int(n_threads))
+    _pool.max_pool2d_forward(x, y, indices, geom, _useful_threads(n_threads, _pool_work(shape, geom)))
     return y, indices
 
 
@@ -96,7 +117,7 @@ def max_pool2d_backward(dy, indices, x_shape, n_threads=1):
     dy = np.ascontiguousarray(dy)
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype)
-    _pool.max_pool2d_backward(dy, indices, dx, int(n_threads))
+    _pool.max_pool2d_backward(dy, indices, dx, _useful_threads(n_threads, dx.size))
     return dx
 
 
@@ -104,7 +125,7 @@ def avg_pool2d_forward(x, geom, count_include_pad=True, divisor_override=None, n
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], x.shape[1], geom.out_h, geom.out_w), dtype=x.dtype)
     div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, x.dtype)
-    _pool.avg_pool2d_forward(x, y, div, geom, int(n_threads))
+    _pool.avg_pool2d_forward(x, y, div, geom, _useful_threads(n_threads, _pool_work(y.shape, geom)))
     return y
 
 
@@ -113,5 +134,5 @@ def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_overr
     dy = np.ascontiguousarray(dy)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype)
     div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, dy.dtype)
-    _pool.avg_pool2d_backward(dy, dx, div, geom, int(n_threads))
+    _pool.avg_pool2d_backward(dy, dx, div, geom, _useful_threads(n_threads, _pool_work(dy.shape, geom)))
     return dx
