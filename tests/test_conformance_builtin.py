@@ -25,7 +25,7 @@ def expected_failures(layer):
 
 
 @parametrize_with_checks(LAYERS, expected_failed_checks=expected_failures)
-def test_builtin_layer_conformance(layer, check):
+def test_builtin_layer_conformance(layer, check, threads_on_tiny_work):
     check(layer)
 
 

@@ -245,7 +245,7 @@ def test_bad_n_threads_argument(bad, exc):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_results_do_not_depend_on_thread_count(backend):
+def test_results_do_not_depend_on_thread_count(backend, threads_on_tiny_work):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((5, 3, 9, 8))
     w = rng.standard_normal((4, 3, 3, 3))
