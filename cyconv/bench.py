@@ -410,6 +410,13 @@ def main(argv=None):
         _CLOCK = time.thread_time
 
     import numpy as np  # noqa: F401  (after the environment is settled)
+    if args.clock == "thread":
+        # every library must then work in the calling thread only
+        try:
+            from threadpoolctl import threadpool_limits
+            threadpool_limits(1)
+        except ImportError:
+            pass
     cores = os.cpu_count() or 1
     if args.scaling:
         threads_list, t = [], 1

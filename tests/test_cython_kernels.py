@@ -32,6 +32,12 @@ DTYPES = (np.float64, np.float32)
 
 # -- helpers -------------------------------------------------------------------
 
+def lift_thread_cap(monkeypatch):
+    """cython_backend gives tiny calls fewer threads than asked (WORK_PER_THREAD);
+    thread-invariance tests use small arrays and must really run multithreaded."""
+    monkeypatch.setattr(cb, "WORK_PER_THREAD", 1, raising=False)
+
+
 def assert_close(actual, expected, bound_abs, reduction_len, dtype, what):
     """float64: 1e-12 relative to the largest |expected|; float32: 2*L*eps*B."""
     actual = np.asarray(actual, dtype=np.float64)
@@ -194,8 +200,9 @@ def test_conv_transposed_dx_path(monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_conv_thread_invariance(dtype):
+def test_conv_thread_invariance(monkeypatch, dtype):
     """Bitwise identical results for 1, 2 and 4 threads (fixed sample->slot partition)."""
+    lift_thread_cap(monkeypatch)
     rng = np.random.default_rng(5)
     geom = resolve_geometry((13, 11), (3, 3), stride=1, padding=1)
     x = rng.standard_normal((23, 6, 13, 11)).astype(dtype)
@@ -285,7 +292,8 @@ def test_max_pool_window_without_input():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_max_pool_fast_path_and_threads(dtype):
+def test_max_pool_fast_path_and_threads(monkeypatch, dtype):
+    lift_thread_cap(monkeypatch)
     rng = np.random.default_rng(7)
     x = rng.standard_normal((3, 5, 9, 10)).astype(dtype)
     x[0, 0, 0, 1] = np.nan
@@ -335,7 +343,8 @@ def test_avg_pool_parity_random_geometry(dtype, data):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_avg_pool_fast_path_threads_read_only(dtype):
+def test_avg_pool_fast_path_threads_read_only(monkeypatch, dtype):
+    lift_thread_cap(monkeypatch)
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 4, 9, 8)).astype(dtype)
     x.flags.writeable = False
