@@ -282,13 +282,13 @@ def test_max_pool_tie_and_nan_rules(dtype):
 
 
 def test_max_pool_window_without_input():
-    """Ceil rounding with dilation can leave a window entirely in padding: index -1."""
-    geom = resolve_geometry((4, 4), 2, stride=3, padding=1, dilation=3, rounding="ceil",
+    """Dilation can leave a window entirely in the padding: -inf and index -1."""
+    geom = resolve_geometry((2, 5), 2, stride=1, padding=1, dilation=3, rounding="floor",
                             max_pool_padding=True)
-    x = np.random.default_rng(0).standard_normal((2, 2, 4, 4))
+    x = np.random.default_rng(0).standard_normal((2, 2, 2, 5))
     y, idx, _ = check_max_pool(x, geom)
-    if (idx < 0).any():
-        assert np.all(y[idx < 0] == -np.inf)
+    assert (idx == -1).any()
+    assert np.all(y[idx == -1] == -np.inf)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
