@@ -160,9 +160,19 @@ class Adam(Optimizer):
         for key, p, g in self._pairs(params, grads):
             m = self._slot(key, p, "m")
             v = self._slot(key, p, "v")
-            m += (1 - b1) * (g - m)
-            v += (1 - b2) * (g * g - v)
-            p -= lr_t * m / (np.sqrt(v) + EPS)
+            buf = self._slot(key, p, "buf")  # scratch: no temporaries per step
+            np.subtract(g, m, out=buf, casting="same_kind")
+            buf *= 1 - b1
+            m += buf                                    # m += (1 - b1) * (g - m)
+            np.multiply(g, g, out=buf, casting="same_kind")
+            buf -= v
+            buf *= 1 - b2
+            v += buf                                    # v += (1 - b2) * (g*g - v)
+            np.sqrt(v, out=buf)
+            buf += EPS
+            np.divide(m, buf, out=buf)
+            buf *= lr_t
+            p -= buf                                    # p -= lr_t * m / (sqrt(v) + eps)
 
 
 OPTIMIZERS = {"sgd": SGD, "momentum": Momentum, "nesterov": Nesterov, "adagrad": AdaGrad,
