@@ -255,18 +255,22 @@ class Convolution:
     def _sync(self, dtype):
         # The book's code may rebind self.W / self.b (e.g. in load_params): follow them.
         w = np.asarray(self.W)
-        b = np.asarray(self.b)
         if w.dtype != dtype or not w.flags.c_contiguous:
             w = np.ascontiguousarray(w, dtype=dtype)
+        self._layer.params["W"] = w
+        if self.b is None:
+            self._layer.params.pop("b", None)
+            return
+        b = np.asarray(self.b)
         if b.dtype != dtype or not b.flags.c_contiguous:
             b = np.ascontiguousarray(b, dtype=dtype)
-        self._layer.params["W"] = w
         self._layer.params["b"] = b.reshape(-1)
 
     def forward(self, x):
         self.x = x
         x = _as_float(x)
-        dtype = np.result_type(x.dtype, np.asarray(self.W).dtype, np.asarray(self.b).dtype)
+        dtype = np.result_type(x.dtype, np.asarray(self.W).dtype,
+                               *([] if self.b is None else [np.asarray(self.b).dtype]))
         self._sync(dtype)
         return self._layer.forward(x.astype(dtype, copy=False))
 
@@ -275,8 +279,11 @@ class Convolution:
         dx = self._layer.backward(np.asarray(dout).astype(dtype, copy=False))
         W = np.asarray(self.W)
         self.dW = self._layer.grads["W"].astype(W.dtype, copy=False).reshape(W.shape)
-        self.db = self._layer.grads["b"].astype(np.asarray(self.b).dtype, copy=False).reshape(
-            np.shape(self.b))
+        if self.b is None:
+            self.db = None
+        else:
+            self.db = self._layer.grads["b"].astype(np.asarray(self.b).dtype,
+                                                   copy=False).reshape(np.shape(self.b))
         return dx
 
 

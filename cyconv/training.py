@@ -200,13 +200,15 @@ class Trainer:
                     history.train_time += epoch_train_time
                     if bar is not None:
                         bar.close()
-                history.train_loss.append(loss_sum / seen)
-                history.train_acc.append(correct / seen if scores is not None
-                                         else float("nan"))
+                train_loss = loss_sum / seen
+                train_acc = correct / seen if scores is not None else float("nan")
                 if self.x_test is not None:
                     test_loss, test_acc = self._evaluate(self.x_test, self.t_test)
                 else:
                     test_loss, test_acc = float("nan"), float("nan")
+                # appended together, so an interrupt never leaves lists of unequal length
+                history.train_loss.append(float(train_loss))
+                history.train_acc.append(float(train_acc))
                 history.test_loss.append(float(test_loss))
                 history.test_acc.append(float(test_acc))
                 history.epoch_time.append(epoch_train_time)

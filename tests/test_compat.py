@@ -333,3 +333,11 @@ def test_trainer_runs_the_book_network():
                       progress=False).train()
     assert history.train_loss[-1] < history.train_loss[0]
     assert history.test_acc[-1] >= 0.8
+
+
+def test_compat_convolution_without_bias():
+    conv = Convolution(np.ones((2, 1, 3, 3)), None)
+    y = conv.forward(np.ones((1, 1, 4, 4)))
+    np.testing.assert_allclose(y, 9.0)
+    conv.backward(np.ones_like(y))
+    assert conv.db is None and conv.dW.shape == (2, 1, 3, 3)

@@ -298,3 +298,23 @@ def test_plots_without_matplotlib(monkeypatch, tmp_path):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(ImportError, match=r'pip install "cyconv\[demo\]"'):
         plots.plot_history(History(train_loss=[1.0]), tmp_path / "x.png")
+
+
+def test_keyboard_interrupt_during_evaluation(monkeypatch):
+    x, t = toy_data()
+    net = toy_net()
+    calls = {"n": 0}
+    original = net.evaluate
+
+    def evaluate(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(net, "evaluate", evaluate)
+    history = Trainer(net, x[:200], t[:200], x[200:], t[200:], epochs=3, batch_size=50,
+                      seed=0, progress=False).train()
+    assert history.interrupted and history.epochs == 1 and history.steps == 8
+    assert len(history.train_acc) == len(history.test_loss) == len(history.test_acc) == 1
+
