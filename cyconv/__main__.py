@@ -147,7 +147,7 @@ def _build_model(name, input_shape, *, dtype, seed, backend, weight_init=None):
 
     if name == "simple":
         if input_shape[1] < 16:  # the 8x8 digits: 3x3 conv with padding, He init
-            return SimpleConvNet(input_shape, conv=dict(filters=30, size=3, pad=1), hidden=100,
+            return SimpleConvNet(input_shape, conv={"filters": 30, "size": 3, "pad": 1}, hidden=100,
                                  weight_init=weight_init or "he", dtype=dtype, seed=seed,
                                  backend=backend)
         return SimpleConvNet(input_shape, weight_init=weight_init or 0.01, dtype=dtype, seed=seed,
@@ -199,6 +199,7 @@ def _time_steps(net, x, t, batches, optimizer_params):
 
 def cmd_demo(args):
     import cyconv
+
     from . import datasets
     from .training import Trainer
 
@@ -263,6 +264,7 @@ def cmd_demo(args):
 
 def cmd_train(args):
     import cyconv
+
     from .training import Trainer
 
     dtype = np.dtype(args.dtype)

@@ -44,8 +44,18 @@ import numpy as np
 from .layers import Conv2D, MaxPool2D
 from .layers import SoftmaxWithLoss as _SoftmaxWithLoss
 
-__all__ = ["Relu", "Sigmoid", "Affine", "SoftmaxWithLoss", "Dropout", "BatchNormalization",
-           "Convolution", "Pooling", "softmax", "cross_entropy_error"]
+__all__ = [
+    "Affine",
+    "BatchNormalization",
+    "Convolution",
+    "Dropout",
+    "Pooling",
+    "Relu",
+    "Sigmoid",
+    "SoftmaxWithLoss",
+    "cross_entropy_error",
+    "softmax",
+]
 
 
 def softmax(x):

@@ -53,7 +53,7 @@ def train_test_split(x, t, test_fraction=0.2, seed=0):
     if n != len(t):
         raise ValueError(f"x has {n} samples but t has {len(t)}")
     order = np.random.default_rng(seed).permutation(n)
-    n_test = max(1, int(round(n * test_fraction)))
+    n_test = max(1, round(n * test_fraction))
     test, train = order[:n_test], order[n_test:]
     return x[train], t[train], x[test], t[test]
 

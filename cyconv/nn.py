@@ -47,7 +47,7 @@ from .layers import (
     SoftmaxWithLoss,
 )
 
-__all__ = ["Sequential", "SimpleConvNet", "DeepConvNet"]
+__all__ = ["DeepConvNet", "Sequential", "SimpleConvNet"]
 
 
 def _strip_layer_prefix(message, layer):

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-__all__ = ["plot_history", "plot_filters"]
+__all__ = ["plot_filters", "plot_history"]
 
 
 def _figure(width, height):

@@ -30,7 +30,7 @@ import numpy as np
 
 from .optim import get_optimizer
 
-__all__ = ["Trainer", "History"]
+__all__ = ["History", "Trainer"]
 
 
 @dataclass

@@ -15,7 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def cli(*args, cwd=None, timeout=240):
     env = dict(os.environ)
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run([sys.executable, "-m", "cyconv", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "cyconv", *args], check=False,
+                          capture_output=True,
                           text=True, cwd=cwd, env=env, timeout=timeout)
 
 

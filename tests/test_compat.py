@@ -101,7 +101,7 @@ class BookSGD:
         self.lr = lr
 
     def update(self, params, grads):
-        for key in params.keys():
+        for key in params:
             params[key] -= self.lr * grads[key]
 
 
@@ -120,7 +120,7 @@ class BookAdam:
                 self.v[key] = np.zeros_like(val)
         self.iter += 1
         lr_t = self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
-        for key in params.keys():
+        for key in params:
             self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
             self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
             params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)

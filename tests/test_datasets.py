@@ -151,7 +151,7 @@ def test_real_mnist_end_to_end():
     from cyconv.nn import SimpleConvNet
     from cyconv.training import Trainer
 
-    net = SimpleConvNet(conv=dict(filters=8, size=5), hidden=32, weight_init="he",
+    net = SimpleConvNet(conv={"filters": 8, "size": 5}, hidden=32, weight_init="he",
                         dtype=np.float32, seed=0)
     history = Trainer(net, x[:600], t[:600], x[8000:8300], t[8000:8300], epochs=2,
                       batch_size=50, optimizer_params={"lr": 3e-3}, seed=0,

@@ -150,8 +150,8 @@ def test_save_load_round_trip(tmp_path):
     other.load_params(path)
     x, _ = batch()
     np.testing.assert_array_equal(other.predict(x), net.predict(x))
-    for key in refs:  # loaded in place: the layers still hold the same arrays
-        assert other.params[key] is refs[key]
+    for key, array in refs.items():  # loaded in place: the layers hold the same arrays
+        assert other.params[key] is array
     with np.load(path, allow_pickle=False) as data:
         assert sorted(data.files) == sorted(net.params)
 
@@ -217,8 +217,8 @@ def test_load_bad_files(saved, tmp_path):
         net.load_params(pickled)
     with pytest.raises(FileNotFoundError):
         net.load_params(tmp_path / "absent.npz")
-    for key in before:  # failed loads leave the parameters untouched
-        np.testing.assert_array_equal(net.params[key], before[key])
+    for key, array in before.items():  # failed loads leave the parameters untouched
+        np.testing.assert_array_equal(net.params[key], array)
     assert zipfile.is_zipfile(path)
 
 

@@ -161,7 +161,7 @@ def test_trainer_reproducible_with_seed():
     assert ha.train_loss == hb.train_loss and ha.test_acc == hb.test_acc
     for key in net_a.params:
         np.testing.assert_array_equal(net_a.params[key], net_b.params[key])
-    net_c, _, hc = run(seed=8, epochs=2)
+    _, _, hc = run(seed=8, epochs=2)
     assert hc.train_loss != ha.train_loss
 
 
@@ -238,7 +238,7 @@ def test_keyboard_interrupt_from_the_network(monkeypatch):
 
 
 def test_progress_output_plain_and_tqdm(monkeypatch):
-    import cyconv.training as training
+    from cyconv import training
 
     monkeypatch.setattr(training, "_tqdm", lambda: None)
     out = io.StringIO()
@@ -277,7 +277,8 @@ def test_plots_write_pngs(tmp_path):
 
     _, _, history = run(epochs=2)
     curves = plots.plot_history(history, tmp_path / "curves.png", title="toy")
-    assert open(curves, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(curves, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     plots.plot_history(history.as_dict(), tmp_path / "curves2.png")
     w = np.random.default_rng(0).standard_normal((7, 1, 3, 3))
     path = plots.plot_filters(w, w * 2, tmp_path / "filters.png")
