@@ -64,6 +64,9 @@ def _prepare_environment(argv):
     """Re-exec once with the BLAS variables unset and malloc thresholds raised."""
     if "--no-reexec" in argv or os.environ.get(_REEXEC_MARK):
         return
+    if "pytest" in sys.modules or not sys.argv or sys.argv[0] in ("", "-c"):
+        # called in-process (tests, notebooks): never replace the caller's process
+        return
     env = dict(os.environ)
     changed = False
     for var in _BLAS_VARS:
@@ -445,7 +448,7 @@ def main(argv=None):
         import torch
         log(f"torch {torch.__version__} (CPU)")
     else:
-        log("torch: not importable, skipped")
+        log("torch: skipped (--no-torch or not importable)")
     results = []
     for threads in threads_list:
         if with_torch:

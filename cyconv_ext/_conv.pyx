@@ -21,7 +21,9 @@
 # are then summed in slot order (parallel over dW elements, each element's
 # sum serial), and db is a per-out-channel serial sum (parallel over
 # channels).  The partition of samples into slots does not depend on the
-# thread count, so dx, dW and db are bitwise identical for any n_threads.
+# thread count, so dx, dW and db are bitwise identical for any n_threads
+# (the backward then uses at most S threads: MAX_SLOTS bounds its
+# parallelism, and the float rounding of dW depends on S, not on threads).
 #
 # dx alternatives (measured, 1 thread, thread CPU time): the default GEMM +
 # col2im above; or, for stride 1, dx as a transposed convolution (im2col of
@@ -41,7 +43,7 @@ import numpy as np
 cimport cython
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
-from libc.string cimport memset, memcpy
+from libc.string cimport memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 from ._fused cimport floating_t, index_t

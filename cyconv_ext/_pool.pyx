@@ -50,15 +50,18 @@ from ._openmp cimport omp_get_thread_num
 def _clip_tables(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t dil,
                  Py_ssize_t k, Py_ssize_t size):
     """For each output position: first input coordinate (may be < 0) and the
-    half-open range [lo, hi) of kernel taps that land inside ``[0, size)``."""
-    start = np.arange(out, dtype=np.intp) * stride - pad
-    taps = np.arange(k, dtype=np.intp)
-    coords = start[:, None] + taps[None, :] * dil
-    inside = (coords >= 0) & (coords < size)
-    any_in = inside.any(axis=1)
-    lo = np.where(any_in, np.argmax(inside, axis=1), 0).astype(np.intp)
-    hi = np.where(any_in, k - np.argmax(inside[:, ::-1], axis=1), 0).astype(np.intp)
-    return start, lo, hi
+    half-open range [lo, hi) of kernel taps that land inside ``[0, size)``
+    (lo = hi = 0 when none does).  O(out) time and memory whatever ``k``."""
+    start = np.arange(out, dtype=np.int64) * stride - pad
+    # first tap t with start + t*dil >= 0, one past the last with < size
+    lo = np.where(start >= 0, 0, (-start + dil - 1) // dil)
+    hi = np.where(start <= size - 1, (size - 1 - start) // dil + 1, 0)
+    lo = np.minimum(lo, k)
+    hi = np.minimum(hi, k)
+    empty = lo >= hi
+    lo[empty] = 0
+    hi[empty] = 0
+    return start.astype(np.intp), lo.astype(np.intp), hi.astype(np.intp)
 
 
 cdef inline index_t _window_argmax(const floating_t* plane, index_t row0, index_t col0,
@@ -204,8 +207,11 @@ def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
     cdef index_t oya = inner_y[0] if inner_y.size else 0
     cdef index_t oyb = inner_y[inner_y.size - 1] + 1 if inner_y.size else 0
     cdef int nt = <int>max(1, min(<index_t>n_threads, planes))
-    tapoff_ = (np.arange(KH, dtype=np.intp)[:, None] * (dh * W)
-               + np.arange(KW, dtype=np.intp)[None, :] * dw).ravel()
+    # tap offsets, only needed (and then bounded by H*W) for an interior block
+    tapoff_ = np.zeros(1, dtype=np.intp)
+    if oya < oyb and oxa < oxb:
+        tapoff_ = (np.arange(KH, dtype=np.intp)[:, None] * (dh * W)
+                   + np.arange(KW, dtype=np.intp)[None, :] * dw).ravel()
     cdef const index_t[::1] tapoff = tapoff_
     cdef floating_t* scratch
     cdef index_t tid
