@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m cyconv.bench                 # every op, f32 and f64, 2 threads (or all cores if fewer)
+    python -m cyconv.bench                 # every op, f32 and f64, 2 threads
     python -m cyconv.bench --threads 2 --json bench.json
     python -m cyconv.bench --ops conv_vgg,maxpool_3x3s2 --quick
     python -m cyconv.bench --ops 1,3,7     # by number (see --list)
@@ -166,7 +166,7 @@ def _median_ms(fn, repeats, budget_s):
 def _cyconv_calls(op, x, w, b, dy, backend, threads):
     """(forward, forward+backward) closures for one cyconv backend."""
     import numpy as np
-    name, kind, _, wk, opts = op
+    _, kind, _, wk, opts = op
     try:
         import cyconv
         api = all(hasattr(cyconv, f) for f in ("conv2d", "conv2d_backward", "max_pool2d",
@@ -242,7 +242,7 @@ def _cyconv_calls(op, x, w, b, dy, backend, threads):
 def _torch_calls(op, x, w, b, dy):
     import torch
     import torch.nn.functional as F
-    name, kind, _, wk, opts = op
+    _, kind, _, wk, opts = op
     tx = torch.from_numpy(x.copy()).requires_grad_(True)
     tdy = torch.from_numpy(dy.copy())
     ceil = opts.get("rounding") == "ceil"
@@ -277,7 +277,7 @@ def _torch_calls(op, x, w, b, dy):
 
 def _out_shape(op):
     from cyconv._shapes import resolve_geometry
-    name, kind, xs, wk, opts = op
+    _, kind, xs, wk, opts = op
     opts = dict(opts)
     rounding = opts.pop("rounding", "exact")
     if kind == "conv":
@@ -313,7 +313,7 @@ def _run(ops, dtypes, threads, repeats, budget, with_numpy, with_torch, log):
     import numpy as np
     rows = []
     for op in ops:
-        name, kind, xs, wk, opts = op
+        name, kind, xs, wk, _ = op
         for dtype in dtypes:
             rng = np.random.default_rng(0)
             x = rng.standard_normal(xs).astype(dtype)
@@ -434,7 +434,7 @@ def main(argv=None):
     with_torch = not args.no_torch
     if with_torch:
         try:
-            import torch  # noqa: F401
+            import torch
         except ImportError:
             with_torch = False
     repeats, budget = (5, 0.3) if args.quick else (21, 1.5)

@@ -173,7 +173,8 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
             _max_tap(src + tapoff[t], rs, m, OW, tap, t, nr, n, SW)
         for r in range(nr):
             for i in range(n):
-                ind[(oya + r) * OW + oxa + i] = base + r * rs + i * SW + tapoff[<index_t>tap[r * n + i]]
+                ind[(oya + r) * OW + oxa + i] = (base + r * rs + i * SW
+                                                 + tapoff[<index_t>tap[r * n + i]])
     for oy in range(OH):
         for ox in range(OW):
             if oya <= oy < oyb and oxa <= ox < oxb:

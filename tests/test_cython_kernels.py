@@ -270,7 +270,7 @@ def test_max_pool_tie_and_nan_rules(dtype):
                     [0, 1, 5, 5],
                     [np.nan, 2, -np.inf, -np.inf],
                     [3, np.nan, -np.inf, -np.inf]]]], dtype=dtype)
-    y, idx, dx = check_max_pool(x, geom)
+    y, idx, _ = check_max_pool(x, geom)
     np.testing.assert_array_equal(idx[0, 0], [[0, 2], [8, 10]])  # first max, first NaN, -inf
     assert np.isnan(y[0, 0, 1, 0]) and y[0, 0, 1, 1] == -np.inf
     # overlapping windows with padding and ceil rounding; -inf everywhere but padding

@@ -109,7 +109,8 @@ def max_pool2d_forward(x, geom, n_threads=1):
     shape = (x.shape[0], x.shape[1], geom.out_h, geom.out_w)
     y = np.empty(shape, dtype=x.dtype)
     indices = np.empty(shape, dtype=np.int64)
-    _pool.max_pool2d_forward(x, y, indices, geom, _useful_threads(n_threads, _pool_work(shape, geom)))
+    _pool.max_pool2d_forward(x, y, indices, geom,
+                             _useful_threads(n_threads, _pool_work(shape, geom)))
     return y, indices
 
 
@@ -125,7 +126,8 @@ def avg_pool2d_forward(x, geom, count_include_pad=True, divisor_override=None, n
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], x.shape[1], geom.out_h, geom.out_w), dtype=x.dtype)
     div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, x.dtype)
-    _pool.avg_pool2d_forward(x, y, div, geom, _useful_threads(n_threads, _pool_work(y.shape, geom)))
+    _pool.avg_pool2d_forward(x, y, div, geom,
+                             _useful_threads(n_threads, _pool_work(y.shape, geom)))
     return y
 
 
@@ -134,5 +136,6 @@ def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_overr
     dy = np.ascontiguousarray(dy)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype)
     div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, dy.dtype)
-    _pool.avg_pool2d_backward(dy, dx, div, geom, _useful_threads(n_threads, _pool_work(dy.shape, geom)))
+    _pool.avg_pool2d_backward(dy, dx, div, geom,
+                              _useful_threads(n_threads, _pool_work(dy.shape, geom)))
     return dx
