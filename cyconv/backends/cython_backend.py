@@ -10,10 +10,13 @@ arrays).  ``n_threads`` is a resolved positive int.
 Convolution calls single-threaded BLAS GEMMs from inside its OpenMP threads,
 so BLAS must not start threads of its own: every conv call runs under a
 one-thread BLAS limit from a cached :class:`threadpoolctl.ThreadpoolController`
-(and skips even that when the BLAS libraries already run one thread).
+(skipped when the BLAS libraries already run one thread), shared by
+concurrent callers: the first in sets it, the last out restores it.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -31,29 +34,40 @@ __all__ = [
 _controller = None
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
           np.dtype(np.float64): np.empty(0, np.float64)}
+# Concurrent conv calls (the kernels release the GIL) share one BLAS limit:
+# the first caller in sets it, the last one out restores the original.
+_guard_lock = threading.Lock()
+_guard_depth = 0
+_guard_limit = None
 
 
 class _BlasSingleThread:
     """Context manager: BLAS libraries limited to one thread (cheap when already so)."""
 
-    __slots__ = ("_limit",)
+    __slots__ = ()
 
     def __enter__(self):
-        global _controller
-        self._limit = None
-        try:
-            if _controller is None:
-                from threadpoolctl import ThreadpoolController
-                _controller = ThreadpoolController().select(user_api="blas")
-            if any(lib.num_threads != 1 for lib in _controller.lib_controllers):
-                self._limit = _controller.limit(limits=1)
-        except Exception:  # threadpoolctl missing or failing: run anyway
-            self._limit = None
+        global _controller, _guard_depth, _guard_limit
+        with _guard_lock:
+            _guard_depth += 1
+            if _guard_depth == 1:
+                try:
+                    if _controller is None:
+                        from threadpoolctl import ThreadpoolController
+                        _controller = ThreadpoolController().select(user_api="blas")
+                    if any(lib.num_threads != 1 for lib in _controller.lib_controllers):
+                        _guard_limit = _controller.limit(limits=1)
+                except Exception:  # threadpoolctl missing or failing: run anyway
+                    _guard_limit = None
         return self
 
     def __exit__(self, *exc):
-        if self._limit is not None:
-            self._limit.restore_original_limits()
+        global _guard_depth, _guard_limit
+        with _guard_lock:
+            _guard_depth -= 1
+            if _guard_depth == 0 and _guard_limit is not None:
+                _guard_limit.restore_original_limits()
+                _guard_limit = None
         return False
 
 
