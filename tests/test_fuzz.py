@@ -286,10 +286,14 @@ def test_finding_backward_before_forward_is_a_clear_error(layer):
             obj.backward(np.ones((1, 1, 2, 2)))
 
 
-def test_finding_flatten_backward_wrong_shape_names_dout():
-    """F6: Flatten.backward with a wrongly sized gradient says 'cannot reshape
-    array of size ...' without naming dout."""
-    f = cyconv.Flatten()
-    f.forward(np.ones((2, 3, 4, 4)))
+@pytest.mark.parametrize("layer,train", [("Flatten", True), ("Dropout", True),
+                                         ("Dropout", False), ("BatchNorm", True)])
+def test_finding_layer_backward_checks_dout_shape(layer, train):
+    """F6: a wrongly shaped gradient is not reported by name: Flatten says
+    'cannot reshape array of size ...', Dropout(train) 'operands could not be
+    broadcast', Dropout(train=False) silently returns it, BatchNorm blames 'x'."""
+    obj = cyconv.create_layer(layer)
+    y = obj.forward(np.ones((2, 3, 4, 4)), train=train)
+    bad = np.ones(y.shape[:-1] + (y.shape[-1] + 1,))
     with pytest.raises(ValueError, match="dout"):
-        f.backward(np.ones((2, 47)))
+        obj.backward(bad)

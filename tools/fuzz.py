@@ -804,7 +804,9 @@ LAYER_4D = ("Conv2D", "MaxPool2D", "AvgPool2D")
 def _layer_expect(spec):
     name, fault = spec["layer"], spec["fault"]
     if fault == "backward_first":
-        return _raise(["forward"], ("RuntimeError", "ValueError", "TypeError"))
+        # either "call forward first" or (the placeholder gradient is the
+        # wrong shape) an error naming dout
+        return _raise(["forward", "dout"], ("RuntimeError", "ValueError", "TypeError"))
     if fault == "x_dtype":
         return _raise(["x"], ("TypeError",))
     if fault == "x_ndim":
@@ -1612,6 +1614,7 @@ def main(argv=None):
                    help="bytes of address space a worker may add after warm-up")
     p.add_argument("--replay", help="run one case (repr of its spec) in-process")
     p.add_argument("--show-failures", type=int, default=20)
+    p.add_argument("--failures-file", help="write every failing case (repr, one a line) here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -1637,7 +1640,18 @@ def main(argv=None):
             if (i + 1) % 1000 == 0:
                 print(f"... {i + 1} cases", flush=True)
     print(summarize(results, time.time() - t1))
-    bad = sum(r["status"] in FAILURES for _, r in results)
+    failing = [(s, r) for s, r in results if r["status"] in FAILURES]
+    if failing:
+        kinds = collections.Counter(
+            (r["status"], r.get("exc_type", ""), s["op"], s.get("fault")) for s, r in failing)
+        print("failures by (outcome, exception, op, fault):")
+        for key, count in kinds.most_common():
+            print(f"  {count:5d}  {key}")
+    if args.failures_file:
+        with open(args.failures_file, "w") as f:
+            for s, r in failing:
+                f.write(repr({"result": r, "case": s}) + "\n")
+    bad = len(failing)
     return 1 if bad else 0
 
 
