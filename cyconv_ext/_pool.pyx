@@ -112,7 +112,33 @@ cdef extern from *:
     }
     CYCONV_MAX_TAP(float, cyconv_max_tap_f)
     CYCONV_MAX_TAP(double, cyconv_max_tap_d)
+    /* The first two taps (offsets 0 and off) in one pass: starts m and t. */
+    #define CYCONV_MAX_PAIR(T, NAME)                                              \
+    static inline void NAME(const T *CYTHON_RESTRICT src, Py_ssize_t src_rs,      \
+                            T *CYTHON_RESTRICT m, Py_ssize_t m_rs,                \
+                            T *CYTHON_RESTRICT t, Py_ssize_t off,                 \
+                            Py_ssize_t rows, Py_ssize_t n, Py_ssize_t s) {        \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                   \
+            const T *CYTHON_RESTRICT sr = src + r * src_rs;                       \
+            T *CYTHON_RESTRICT mr = m + r * m_rs;                                 \
+            T *CYTHON_RESTRICT tr = t + r * n;                                    \
+            for (Py_ssize_t i = 0; i < n; i++) {                                  \
+                T a = sr[s * i], b = sr[s * i + off];                             \
+                int k = (b > a) | ((b != b) & (a == a));                          \
+                mr[i] = k ? b : a;                                                \
+                tr[i] = k ? (T)1 : (T)0;                                          \
+            }                                                                     \
+        }                                                                         \
+    }
+    CYCONV_MAX_PAIR(float, cyconv_max_pair_f)
+    CYCONV_MAX_PAIR(double, cyconv_max_pair_d)
     """
+    void cyconv_max_pair_f(const float* src, Py_ssize_t src_rs, float* m, Py_ssize_t m_rs,
+                           float* t, Py_ssize_t off, Py_ssize_t rows, Py_ssize_t n,
+                           Py_ssize_t s) noexcept nogil
+    void cyconv_max_pair_d(const double* src, Py_ssize_t src_rs, double* m, Py_ssize_t m_rs,
+                           double* t, Py_ssize_t off, Py_ssize_t rows, Py_ssize_t n,
+                           Py_ssize_t s) noexcept nogil
     void cyconv_max_tap_f(const float* src, Py_ssize_t src_rs, float* m, Py_ssize_t m_rs,
                           float* t, float tap, Py_ssize_t rows, Py_ssize_t n,
                           Py_ssize_t s) noexcept nogil
@@ -141,6 +167,21 @@ cdef inline void _max_tap(const floating_t* src, index_t src_rs, floating_t* m, 
             cyconv_max_tap_d(src, src_rs, m, m_rs, t, <double>tap, rows, n, s)
 
 
+cdef inline void _max_pair(const floating_t* src, index_t src_rs, floating_t* m, index_t m_rs,
+                           floating_t* t, index_t off, index_t rows, index_t n,
+                           index_t s) noexcept nogil:
+    if floating_t is float:
+        if s == 2:
+            cyconv_max_pair_f(src, src_rs, m, m_rs, t, off, rows, n, 2)
+        else:
+            cyconv_max_pair_f(src, src_rs, m, m_rs, t, off, rows, n, s)
+    else:
+        if s == 2:
+            cyconv_max_pair_d(src, src_rs, m, m_rs, t, off, rows, n, 2)
+        else:
+            cyconv_max_pair_d(src, src_rs, m, m_rs, t, off, rows, n, s)
+
+
 cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
                                  floating_t* y,                 # OUT (OH*OW)
                                  int64_t* ind,                  # OUT (OH*OW)
@@ -165,11 +206,14 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
         base = ys[oya] * W + xs[oxa]
         src = plane + base
         m = y + oya * OW + oxa
-        for r in range(nr):
-            for i in range(n):
-                m[r * OW + i] = src[r * rs + i * SW]
-                tap[r * n + i] = 0
-        for t in range(1, KT):
+        if KT == 1:
+            for r in range(nr):
+                for i in range(n):
+                    m[r * OW + i] = src[r * rs + i * SW]
+                    tap[r * n + i] = 0
+        else:
+            _max_pair(src, rs, m, OW, tap, tapoff[1], nr, n, SW)
+        for t in range(2, KT):
             _max_tap(src + tapoff[t], rs, m, OW, tap, t, nr, n, SW)
         for r in range(nr):
             for i in range(n):
