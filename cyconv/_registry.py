@@ -117,6 +117,8 @@ class Registry:
             return sorted(self._layers)
 
     def backends_for(self, name):
+        if not isinstance(name, str):
+            raise TypeError(f"layer name must be a str, got {name!r}")
         self._ensure_plugins()
         with self._lock:
             if name not in self._layers:
@@ -138,6 +140,8 @@ class Registry:
                                   f"cyconv.list_layers() shows every registered name.")
 
     def get(self, name, backend=None):
+        if not isinstance(name, str):
+            raise TypeError(f"layer name must be a str, got {name!r}")
         self._ensure_plugins()
         with self._lock:
             slot = self._layers.get(name)

@@ -81,6 +81,18 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+# Window sizes, strides, dilations and paddings must fit a C int64 with room
+# for the index arithmetic of the kernels; nothing real comes close.
+MAX_WINDOW_VALUE = 2**31 - 1
+
+
+def _check_range(pair, name, minimum, original):
+    if min(pair) < minimum:
+        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {original!r}")
+    if max(pair) > MAX_WINDOW_VALUE:
+        raise ValueError(f"{name} must be <= 2**31 - 1 in every dimension, got {original!r}")
+
+
 def as_pair(value, name, *, minimum=1):
     """Normalise an int or a pair of ints to a tuple ``(h, w)``, checking the range."""
     if _is_int(value):
@@ -89,8 +101,7 @@ def as_pair(value, name, *, minimum=1):
         pair = (int(value[0]), int(value[1]))
     else:
         raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {value!r}")
+    _check_range(pair, name, minimum, value)
     return pair
 
 
@@ -163,8 +174,8 @@ def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
     if pads is None:
         raise TypeError(f"padding must be an int, a pair (ph, pw), ((top, bottom), (left, right)), "
                         f"'valid' or 'same'; got {padding!r}")
-    if min(min(p) for p in pads) < 0:
-        raise ValueError(f"padding must be >= 0 on every side, got {padding!r}")
+    for side in pads:
+        _check_range(side, "padding", 0, padding)
     return pads
 
 
@@ -189,9 +200,15 @@ def validate_window_options(kernel_size, stride, padding, dilation, *, pool=Fals
 
 
 def _suggestions(in_size, k, stride, dilation, pad_before, pad_after):
-    """Nearby settings that make the exact rule hold, for the error message."""
+    """Nearby settings that make the exact rule hold, for the error message.
+
+    The searches are bounded (a few thousand candidates at most), so a huge
+    stride or padding still gets its error at once.
+    """
     effective = dilation * (k - 1) + 1
     hints = []
+    if stride > 4096 or max(pad_before, pad_after) > 4096 or in_size > 1 << 20:
+        return ["a smaller stride or padding"]
     symmetric = pad_before == pad_after
     pads = [p for p in range(0, max(pad_before, pad_after) + stride + 1)
             if in_size + 2 * p - effective >= 0 and (in_size + 2 * p - effective) % stride == 0]
@@ -201,7 +218,8 @@ def _suggestions(in_size, k, stride, dilation, pad_before, pad_after):
             f"{p} (-> {(in_size + 2 * p - effective) // stride + 1})" for p in sorted(best)))
     span = in_size + pad_before + pad_after - effective
     if span >= 0:
-        strides = [s for s in range(1, max(span, 1) + 1) if span % s == 0]
+        near = range(max(1, stride - 64), min(stride + 64, max(span, 1)) + 1)
+        strides = [s for s in near if span % s == 0] or [1]
         best = sorted(strides, key=lambda s: (abs(s - stride), s))[:2]
         hints.append("stride " + " or ".join(f"{s} (-> {span // s + 1})" for s in sorted(best)))
     below = in_size - (span % stride)

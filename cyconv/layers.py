@@ -105,6 +105,13 @@ class Layer:
                 f"(missing {attr}); call forward(x) first")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
+    @staticmethod
+    def _check_dout(dout, shape, dtype=None):
+        """Validate an upstream gradient against the shape forward() produced."""
+        dout = as_float_array(dout, "dout", dtype=dtype)
+        check_shape(dout, shape, "dout")
+        return dout
+
     def build(self, input_shape, *, dtype=np.float64, rng=None):
         """Create parameters for per-sample ``input_shape``; return the output shape."""
         return self.output_shape(input_shape)
@@ -329,8 +336,7 @@ class AvgPool2D(Layer):
 
     def backward(self, dout):
         shape, dtype, geom = self._cache
-        dout = as_float_array(dout, "dout", ndim=4, dtype=dtype)
-        check_shape(dout, (shape[0], shape[1], geom.out_h, geom.out_w), "dout")
+        dout = self._check_dout(dout, (shape[0], shape[1], geom.out_h, geom.out_w), dtype)
         return self.kernels.avg_pool2d_backward(dout, shape, geom, self.count_include_pad,
                                                 self.divisor_override, resolve_num_threads(None))
 
@@ -397,8 +403,7 @@ class Affine(Layer):
         return y + b[0] if b else y
 
     def backward(self, dout):
-        dout = as_float_array(dout, "dout", ndim=2)
-        check_shape(dout, (self._x.shape[0], self._w.shape[1]), "dout")
+        dout = self._check_dout(dout, (self._x.shape[0], self._w.shape[1]))
         self.grads["W"] = (self._x.T @ dout).astype(self.params["W"].dtype, copy=False)
         if "b" in self.params:
             self.grads["b"] = dout.sum(axis=0).astype(self.params["b"].dtype, copy=False)
@@ -417,8 +422,7 @@ class ReLU(Layer):
         return np.where(self._mask, 0, x).astype(x.dtype, copy=False)
 
     def backward(self, dout):
-        dout = as_float_array(dout, "dout")
-        check_shape(dout, self._mask.shape, "dout")
+        dout = self._check_dout(dout, self._mask.shape)
         return np.where(self._mask, 0, dout).astype(dout.dtype, copy=False)
 
 
@@ -435,8 +439,7 @@ class Sigmoid(Layer):
         return self._out
 
     def backward(self, dout):
-        dout = as_float_array(dout, "dout")
-        check_shape(dout, self._out.shape, "dout")
+        dout = self._check_dout(dout, self._out.shape)
         return dout * (1.0 - self._out) * self._out
 
 
@@ -450,11 +453,13 @@ class Flatten(Layer):
 
     def forward(self, x, train=True):
         x = as_float_array(x, "x")
+        if x.ndim < 2:
+            raise ValueError(f"Flatten expects x with a batch axis, (N, ...), got shape {x.shape}")
         self._shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
-        dout = as_float_array(dout, "dout")
+        dout = self._check_dout(dout, (self._shape[0], int(np.prod(self._shape[1:]))))
         return dout.reshape(self._shape)
 
 
@@ -478,6 +483,7 @@ class Dropout(Layer):
 
     def forward(self, x, train=True):
         x = as_float_array(x, "x")
+        self._shape = x.shape
         if not train:
             self._scale = None
             return x
@@ -486,7 +492,7 @@ class Dropout(Layer):
         return x * self._scale
 
     def backward(self, dout):
-        dout = as_float_array(dout, "dout")
+        dout = self._check_dout(dout, self._shape)
         return dout if self._scale is None else dout * self._scale
 
 
@@ -570,8 +576,7 @@ class BatchNorm(Layer):
         return self._from_2d(y.astype(x.dtype, copy=False), x.shape)
 
     def backward(self, dout):
-        dout = self._as_2d(as_float_array(dout, "dout"))
-        check_shape(dout, self._xhat.shape, "dout (flattened)")
+        dout = self._as_2d(self._check_dout(dout, self._shape))
         gamma = self.params["gamma"]
         self.grads["beta"] = dout.sum(axis=0).astype(gamma.dtype, copy=False)
         self.grads["gamma"] = (dout * self._xhat).sum(axis=0).astype(gamma.dtype, copy=False)
