@@ -9,6 +9,10 @@
 # is built with `setup.py build_ext --inplace` and imported through PYTHONPATH.
 #
 # Usage: tools/debug_build_check.sh [extra pytest args]
+#   ASAN=1            also compile with -fsanitize=address and run the tests with
+#                     libasan preloaded: catches out-of-bounds accesses through
+#                     raw pointers too (Cython's checks only cover memoryviews);
+#                     an ASan report aborts the fuzz worker -> a 'crash' result
 #   KEEP=1            keep the temporary copy (its path is printed)
 #   CYCONV_FUZZ_TIMEOUT  per-case fuzz timeout in seconds (default here: 60)
 #   HYPOTHESIS_PROFILE   dev (default) or ci
@@ -32,6 +36,10 @@ echo "debug copy: $work"
 
 cd "$work"
 t0=$(date +%s)
+if [[ "${ASAN:-0}" == 1 ]]; then
+    export CFLAGS="${CFLAGS:-} -fsanitize=address -fno-omit-frame-pointer"
+    export LDFLAGS="${LDFLAGS:-} -fsanitize=address"
+fi
 CYCONV_DEBUG_CYTHON=1 CYCONV_BUILD_JOBS="${CYCONV_BUILD_JOBS:-2}" \
     "$python" setup.py -q build_ext --inplace >build.log 2>&1 \
     || { tail -50 build.log; echo "debug build FAILED"; exit 1; }
@@ -39,6 +47,12 @@ t1=$(date +%s)
 echo "debug build: $((t1 - t0)) s"
 
 export PYTHONPATH="$work${PYTHONPATH:+:$PYTHONPATH}"
+if [[ "${ASAN:-0}" == 1 ]]; then
+    LD_PRELOAD="$(${CC:-gcc} -print-file-name=libasan.so)"
+    export LD_PRELOAD
+    # numpy must see NULL (-> MemoryError) for impossible sizes, not an ASan abort
+    export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"
+fi
 export CYCONV_FUZZ_TIMEOUT="${CYCONV_FUZZ_TIMEOUT:-60}"
 # Prove the debug extension is the one imported (not the editable install's).
 "$python" - "$work" <<'EOF'
