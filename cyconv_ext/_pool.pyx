@@ -13,11 +13,12 @@
 # input elements and contain no padding tests.
 #
 # Max pooling, loop order per plane: the interior block (outputs whose whole
-# window is inside the input) is done tap by tap -- for each window tap in
-# row-major order, one pass over the block compares and selects with branch
-# free masks (C helper CYCONV_MAX_TAP, vectorised by the compiler; the winning
-# tap number is kept in the value type so that the selects stay one width) --
-# then tap numbers become flat offsets.  Random data made the obvious
+# window is inside the input) is done tap by tap -- one pass over the block
+# for the first two taps (CYCONV_MAX_PAIR), then one per further tap in
+# row-major order (CYCONV_MAX_TAP), each comparing and selecting with branch
+# free masks that the compiler vectorises (the winning tap number is kept in
+# the value type so that the selects stay one width) -- then tap numbers
+# become flat offsets.  Random data made the obvious
 # per-window loop mispredict about every other comparison (3x slower).  The
 # border outputs scan their clipped window directly.  Both paths implement
 # the contract's rule: strict '>' keeps the first maximum, a NaN replaces a
