@@ -179,6 +179,10 @@ def _plots(history, filters_before, filters_after, curves_path, filters_path, ti
     return written
 
 
+def _n_threads(n):
+    return f"{n} thread" if n == 1 else f"{n} threads"
+
+
 def _fmt_time(seconds):
     return f"{seconds:.1f} s" if seconds >= 1 else f"{seconds * 1000:.0f} ms"
 
@@ -211,7 +215,7 @@ def cmd_demo(args):
     with _threads(args.threads):
         print(f"cyconv demo: SimpleConvNet on the 8x8 digits ({len(x_train)} train / "
               f"{len(x_test)} held-out test images), backend {backend!r}, "
-              f"{cyconv.get_num_threads()} threads, float32")
+              f"{_n_threads(cyconv.get_num_threads())}, float32")
         if compiled is None:
             print("note: the compiled backend is not available (see `cyconv info`); "
                   "running on the numpy backend")
@@ -280,7 +284,7 @@ def cmd_train(args):
         print(f"training {type(net).__name__} on {args.data}: {len(x_train)} train / "
               f"{len(x_test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
               f"{args.optimizer}{'' if args.lr is None else f' lr {args.lr:g}'}, {dtype}, "
-              f"conv backend {net.layers[0].backend!r}, {cyconv.get_num_threads()} threads")
+              f"conv backend {net.layers[0].backend!r}, {_n_threads(cyconv.get_num_threads())}")
         trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=args.epochs,
                           batch_size=args.batch_size, optimizer=args.optimizer,
                           optimizer_params=opt_params, seed=args.seed,
@@ -357,8 +361,10 @@ def build_parser():
     demo.add_argument("--batch-size", type=_positive_int, default=32)
     demo.add_argument("--lr", type=_positive_float, default=2e-3)
     demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--threads", type=_nonzero_int, default=None,
-                      help="threads for the kernels and BLAS (default: all usable cores)")
+    demo.add_argument("--threads", type=_nonzero_int, default=1,
+                      help="threads for the kernels and BLAS (default 1: the 8x8 digits are "
+                           "too small to gain from more, and extra threads lose badly on a "
+                           "busy machine; -1 = all usable cores)")
     demo.add_argument("--compare-steps", type=_positive_int, default=30,
                       help="training steps timed on each backend for the speed-up")
     demo.add_argument("--out", metavar="DIR", default=None,
