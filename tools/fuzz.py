@@ -219,6 +219,7 @@ def out_length(size, k, s, d, pb, pa, rounding):
     return None
 
 
+MAX_WINDOW_VALUE = 2**31 - 1
 GEOM_WORDS = ("kernel", "window", "stride", "padding", "pad", "dilation", "output", "input",
               "rounding", "size", "height", "width")
 
@@ -252,6 +253,13 @@ def geometry(size, kw):
     pads = _pads(padding, size, kernel, stride, dilation)
     if pads is None or min(min(p) for p in pads) < 0:
         return (["padding"], None)
+    # documented limit: window sizes, strides, dilations, paddings <= 2**31 - 1
+    too_big = [name for name, vals in (("kernel", kernel), ("stride", stride),
+                                       ("dilation", dilation),
+                                       ("padding", pads[0] + pads[1]))
+               if max(vals) > MAX_WINDOW_VALUE]
+    if too_big:
+        return (too_big, None)
     if pool and any(max(pads[i]) > kernel[i] // 2 for i in range(2)):
         return (["padding"], None)
     if padding == "same":
