@@ -15,6 +15,13 @@ __version__ = "0.1.0"
 
 import os as _os
 
+# OpenMP threads that spin after a parallel region steal the core from the
+# thread that has real work whenever the machine has more runnable threads
+# than cores (measured: 2-thread conv calls 50x slower at load 4 on 2 cores).
+# Sleeping at once costs microseconds per region on an idle machine.  Must be
+# set before the OpenMP runtime loads; a value the user set is kept.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from ._config import show_config
 from ._plugins import PluginLoadWarning, load_plugins
 from ._plugins import install as _install_plugins
@@ -91,3 +98,16 @@ __all__ = [
     "max_pool2d_backward", "normalize_padding", "pool_output_size", "register_layer",
     "resolve_geometry", "set_num_threads", "show_config", "use_backend",
 ]
+
+
+_SUBMODULES = ("compat", "datasets", "nn", "optim", "plots", "testing", "training")
+
+
+def __getattr__(attr):
+    # Submodules load on first use (``cyconv.nn.Sequential``), so ``import
+    # cyconv`` stays light: no Hypothesis, matplotlib or scikit-learn.
+    if attr in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{attr}")
+    raise AttributeError(f"module 'cyconv' has no attribute {attr!r}")

@@ -12,6 +12,7 @@ Nothing here downloads anything.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -101,7 +102,7 @@ def read_idx(path, expected_magic=None):
         raise ValueError(f"{path}: truncated header: {ndim} dimensions need {header} bytes, "
                          f"the file has {len(data)}")
     dims = struct.unpack(f">{ndim}I", data[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: no wrap-around on absurd headers
     actual = len(data) - header
     if actual < expected:
         raise ValueError(f"{path}: truncated: the header announces shape {dims} "

@@ -291,14 +291,18 @@ class Sequential:
 
         try:
             data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError,
+                zipfile.BadZipFile) as exc:
             raise invalid(f"unreadable, truncated or corrupt ({exc})") from None
         if not isinstance(data, np.lib.npyio.NpzFile):
             raise invalid("it holds a single .npy array, not an .npz archive of named arrays")
         try:
             with data:
                 arrays = {key: data[key] for key in data.files}
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        except (ValueError, OSError, EOFError, KeyError, RuntimeError, NotImplementedError,
+                zipfile.BadZipFile) as exc:
+            # zipfile raises RuntimeError/NotImplementedError for damaged headers
+            # (an "encrypted" flag, an unknown compression method).
             raise invalid(f"truncated or corrupt ({exc})") from None
         missing = [k for k in self.params if k not in arrays]
         extra = [k for k in arrays if k not in self.params]
