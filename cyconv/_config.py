@@ -8,7 +8,8 @@ import sys
 import numpy as np
 
 
-def _cpu_model():
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -44,7 +45,7 @@ def config_info():
         "python": sys.version.split()[0],
         "numpy": np.__version__,
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "compiled extension": extension,
         "openmp": openmp,
         "threads": get_num_threads(),

@@ -101,21 +101,13 @@ def _set_mallopt():
         return False
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _header(threads_list):
     import numpy as np
+
+    from ._config import cpu_model
+
     lines = [f"cyconv benchmark  (python {platform.python_version()}, numpy {np.__version__})",
-             f"CPU: {_cpu_model()}; {os.cpu_count()} logical cores; threads: "
+             f"CPU: {cpu_model()}; {os.cpu_count()} logical cores; threads: "
              + ",".join(map(str, threads_list))]
     try:
         from threadpoolctl import threadpool_info

@@ -105,6 +105,16 @@ class Layer:
                 f"(missing {attr}); call forward(x) first")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
 
+    def _adopt_params(self, W, b, *, ndim, out_axis):
+        """Hold given weights (by reference when already usable) as params W, b."""
+        W = as_float_array(W, "W", ndim=ndim)
+        self.params["W"] = W
+        if b is not None:
+            b = as_float_array(b, "b", ndim=1, dtype=W.dtype)
+            check_shape(b, (W.shape[out_axis],), "b")
+            self.params["b"] = b
+        return W
+
     @staticmethod
     def _check_dout(dout, shape, dtype=None):
         """Validate an upstream gradient against the shape forward() produced."""
@@ -183,12 +193,7 @@ class Conv2D(Layer):
         self.rounding = check_rounding(rounding)
         self.weight_init, self.rng = weight_init, rng
         if W is not None:
-            W = as_float_array(W, "W", ndim=4)
-            self.params["W"] = W
-            if b is not None:
-                b = as_float_array(b, "b", ndim=1, dtype=W.dtype)
-                check_shape(b, (W.shape[0],), "b")
-                self.params["b"] = b
+            W = self._adopt_params(W, b, ndim=4, out_axis=0)
             out_channels, kernel_size = W.shape[0], W.shape[2:]
         elif out_channels is None or kernel_size is None:
             raise TypeError("Conv2D needs out_channels and kernel_size, or the weights W")
@@ -360,12 +365,7 @@ class Affine(Layer):
                  rng=None, backend=None):
         super().__init__()
         if W is not None:
-            W = as_float_array(W, "W", ndim=2)
-            self.params["W"] = W
-            if b is not None:
-                b = as_float_array(b, "b", ndim=1, dtype=W.dtype)
-                check_shape(b, (W.shape[1],), "b")
-                self.params["b"] = b
+            W = self._adopt_params(W, b, ndim=2, out_axis=1)
             out_features = W.shape[1]
         elif out_features is None:
             raise TypeError("Affine needs out_features or the weights W")
