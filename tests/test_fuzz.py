@@ -297,3 +297,31 @@ def test_finding_layer_backward_checks_dout_shape(layer, train):
     bad = np.ones(y.shape[:-1] + (y.shape[-1] + 1,))
     with pytest.raises(ValueError, match="dout"):
         obj.backward(bad)
+
+
+def test_finding_plugin_cannot_hijack_builtin_name_under_cython():
+    """F10: register_layer("ReLU", backend="cython") is accepted (ReLU has no
+    compiled implementation), and since "cython" comes first in the preference
+    order, get_layer("ReLU")/create_layer("ReLU") then return the plugin's
+    class: installing a plugin changes what existing code computes.  Expected:
+    ValueError (built-in name under a built-in backend), or default lookups
+    of built-in names keep the built-in class.  Run in a child process so a
+    successful hijack cannot leak into this test session."""
+    code = textwrap.dedent("""
+        import numpy as np, cyconv
+        try:
+            @cyconv.register_layer("ReLU", backend="cython")
+            class Evil(cyconv.Layer):
+                def forward(self, x, train=True):
+                    return x * 0 + 42
+        except ValueError as exc:
+            print("refused:", exc)
+        else:
+            print("default ReLU:", cyconv.get_layer("ReLU").__name__,
+                  cyconv.create_layer("ReLU").forward(np.ones(2)).tolist())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert out.startswith("refused:") or "default ReLU: ReLU [1.0, 1.0]" in out, out
