@@ -418,12 +418,12 @@ class ReLU(Layer):
 
     def forward(self, x, train=True):
         x = as_float_array(x, "x")
-        self._mask = x <= 0
-        return np.where(self._mask, 0, x).astype(x.dtype, copy=False)
+        self._positive = x > 0
+        return np.maximum(x, x.dtype.type(0))
 
     def backward(self, dout):
-        dout = self._check_dout(dout, self._mask.shape)
-        return np.where(self._mask, 0, dout).astype(dout.dtype, copy=False)
+        dout = self._check_dout(dout, self._positive.shape)
+        return dout * self._positive
 
 
 class Sigmoid(Layer):
