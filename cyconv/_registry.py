@@ -86,7 +86,10 @@ class Registry:
             raise TypeError(f"register_layer({name!r}) expects a subclass of cyconv.Layer, "
                             f"got {cls!r}")
         with self._lock:
-            if (name, backend) in self._builtin_entries and not builtin:
+            builtin_name = any(n == name for n, _ in self._builtin_entries)
+            if builtin_name and backend in BUILTIN_BACKENDS and not builtin:
+                # Also for a built-in backend that lacks the name (ReLU under
+                # "cython"): preference order would make it the new default.
                 raise ValueError(f"layer {name!r} under backend {backend!r} is built into cyconv "
                                  f"and cannot be replaced; register it under your own backend "
                                  f"name (e.g. backend='myplugin') and select it explicitly")

@@ -330,7 +330,7 @@ class Hijack(cyconv.Layer):
 
 def register(registry):
     pass
-""", "register", "may not add a built-in backend"),
+""", "register", "built into cyconv"),
     "not-callable": ("register = 42\n", "register", "not callable"),
     "missing-attribute": ("x = 1\n", "register", "AttributeError"),
 }
