@@ -6,6 +6,7 @@ CYCONV_FAIL_NO_OPENMP=1   fail the build when no working OpenMP flag is found
                           (default: warn loudly and build serial kernels).
 CYCONV_DEBUG_CYTHON=1     build with bounds/wraparound/initialized checks on,
                           for hunting out-of-bounds accesses (slow).
+CYCONV_PORTABLE=1         no -march=native (for wheels that run on other CPUs).
 """
 
 import os
@@ -72,6 +73,25 @@ def detect_openmp_flags():
     return None
 
 
+def native_arch_flags():
+    """``-march=native`` unless CYCONV_PORTABLE=1 or the compiler refuses it.
+
+    A build from source runs on the machine that compiles it, so the pooling
+    loops may use its widest vector units (AVX-512 here: SSE2 otherwise).
+    Set CYCONV_PORTABLE=1 when building a wheel for other machines.
+    """
+    if _env_flag("CYCONV_PORTABLE"):
+        return []
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    try:
+        subprocess.run(cc + ["-march=native", "-x", "c", "-c", "-o", os.devnull, "-"],
+                       input=b"int main(void) { return 0; }\n", check=True,
+                       capture_output=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return ["-march=native"]
+
+
 def build_extensions():
     debug = _env_flag("CYCONV_DEBUG_CYTHON")
     openmp = detect_openmp_flags()
@@ -87,7 +107,7 @@ def build_extensions():
         cflags, lflags = openmp
 
     # Never -ffast-math/-Ofast: NaN propagation and exact reductions matter here.
-    compile_args = ["-O3"] + cflags
+    compile_args = ["-O3"] + cflags + native_arch_flags()
     if debug:
         compile_args = ["-O0", "-g"] + cflags
 
