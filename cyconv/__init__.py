@@ -22,10 +22,10 @@ import os as _os
 # set before the OpenMP runtime loads; a value the user set is kept.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import _registry
 from ._config import show_config
 from ._plugins import PluginLoadWarning, load_plugins
 from ._plugins import install as _install_plugins
-from . import _registry
 from ._registry import (
     BackendError,
     BackendFallbackWarning,
@@ -69,7 +69,6 @@ from .layers import (
     Sigmoid,
     SoftmaxWithLoss,
 )
-
 
 # Entry-point plugins (group "cyconv.layers") load lazily, on the first lookup.
 _install_plugins(_registry.REGISTRY)

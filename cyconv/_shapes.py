@@ -17,7 +17,6 @@ Every layer, the functional API and every backend call
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 

@@ -10,7 +10,6 @@ read-only and big-endian arrays are accepted (copied once when needed).
 
 from __future__ import annotations
 
-
 import numpy as np
 
 from ._registry import get_layer

@@ -6,6 +6,7 @@ examples; `.ci/run` selects it with ``--hypothesis-profile=ci``.
 
 import os
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -15,9 +16,6 @@ settings.register_profile(
     "ci", max_examples=50, deadline=None, derandomize=True, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
-
-
-import pytest
 
 
 @pytest.fixture

@@ -16,9 +16,18 @@ import numpy as np
 import pytest
 
 import cyconv
-from cyconv import (BackendError, BackendFallbackWarning, LayerNotFoundError, backends_for,
-                    create_layer, get_layer, list_backends, list_layers, register_layer,
-                    use_backend)
+from cyconv import (
+    BackendError,
+    BackendFallbackWarning,
+    LayerNotFoundError,
+    backends_for,
+    create_layer,
+    get_layer,
+    list_backends,
+    list_layers,
+    register_layer,
+    use_backend,
+)
 from cyconv._registry import REGISTRY
 from cyconv.backends import numpy_backend
 

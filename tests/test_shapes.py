@@ -15,8 +15,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyconv
-from cyconv import ShapeError, conv_output_size, normalize_padding, pool_output_size, resolve_geometry
-
+from cyconv import (
+    ShapeError,
+    conv_output_size,
+    normalize_padding,
+    pool_output_size,
+    resolve_geometry,
+)
 
 # -- independent computations --------------------------------------------------
 

@@ -7,14 +7,28 @@ from hypothesis import strategies as st
 
 import cyconv
 from cyconv import Layer
-from cyconv.testing import (CHECK_NAMES, MISSING, GradcheckResult, check_layer, gradcheck,
-                            layer_gradcheck, parametrize_with_checks)
+from cyconv.testing import (
+    CHECK_NAMES,
+    MISSING,
+    GradcheckResult,
+    check_layer,
+    gradcheck,
+    layer_gradcheck,
+    parametrize_with_checks,
+)
 from cyconv.testing import checks as kit_checks
-from cyconv.testing.strategies import (ConvCase, ConvGeometry, PoolGeometry, conv_cases,
-                                       conv_geometries, float_arrays, float_dtypes,
-                                       invalid_conv_geometries, invalid_pool_geometries,
-                                       pool_geometries)
-
+from cyconv.testing.strategies import (
+    ConvCase,
+    ConvGeometry,
+    PoolGeometry,
+    conv_cases,
+    conv_geometries,
+    float_arrays,
+    float_dtypes,
+    invalid_conv_geometries,
+    invalid_pool_geometries,
+    pool_geometries,
+)
 
 # -- strategies ------------------------------------------------------------------------
 

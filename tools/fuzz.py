@@ -810,7 +810,7 @@ LAYER_4D = ("Conv2D", "MaxPool2D", "AvgPool2D")
 
 
 def _layer_expect(spec):
-    name, fault = spec["layer"], spec["fault"]
+    fault = spec["fault"]
     if fault == "backward_first":
         # either "call forward first" or (the placeholder gradient is the
         # wrong shape) an error naming dout
@@ -1281,7 +1281,6 @@ def _run_layer(layer, spec, x, t, dout_spec, fault=None):
 
 
 def _eval_layer(spec, tmpdir):
-    import cyconv
     expect = spec["expect"]
     x, t = _layer_inputs(spec, tmpdir)
     try:
@@ -1573,7 +1572,8 @@ def describe_failure(spec, res):
 # ----------------------------------------------------------------------------
 def generate(n, seed=0, weights=(6, 2, 1)):
     """``n`` case specs drawn by Hypothesis (deterministic for a given seed)."""
-    from hypothesis import HealthCheck, Phase, given, seed as hseed, settings
+    from hypothesis import HealthCheck, Phase, given, settings
+    from hypothesis import seed as hseed
 
     specs = []
     rounds = 0
@@ -1585,7 +1585,7 @@ def generate(n, seed=0, weights=(6, 2, 1)):
                   phases=[Phase.generate], suppress_health_check=list(HealthCheck))
         @given(case_strategy(weights))
         def collect(spec):
-            batch.append(spec)
+            batch.append(spec)  # noqa: B023 -- called at once, in this iteration
 
         collect()
         specs.extend(batch)
@@ -1606,7 +1606,7 @@ def summarize(results, elapsed):
              f"hangs: {outcomes.get('hang', 0)}",
              f"wrong results: {outcomes.get('wrong_result', 0)}",
              f"mutated inputs: {outcomes.get('mutated_input', 0)}",
-             f"other failures: " + str(sum(outcomes.get(k, 0) for k in FAILURES
+             "other failures: " + str(sum(outcomes.get(k, 0) for k in FAILURES
                                           if k not in ('crash', 'hang', 'wrong_result',
                                                        'mutated_input'))),
              "cases by op: " + ", ".join(f"{k}={v}" for k, v in sorted(by_op.items()))]

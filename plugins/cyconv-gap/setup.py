@@ -23,8 +23,9 @@ import tempfile
 from setuptools import Extension, setup
 
 try:
-    import cyconv
     from Cython.Build import cythonize
+
+    import cyconv
 except ImportError as exc:  # pragma: no cover - explained to the user
     raise SystemExit(
         f"error: building cyconv-gap needs cyconv and Cython>=3 installed in this environment "
