@@ -175,11 +175,24 @@ class Sequential:
         return x
 
     def predict(self, x, train=False):
-        """Class scores (N, K) before the softmax."""
+        """Class scores (N, K) before the softmax.
+
+        Each layer's output is checked against the shape inferred at
+        construction, so a layer (typically a plugin's) whose forward breaks
+        its own ``output_shape`` is named, with the package it comes from,
+        instead of failing somewhere downstream.
+        """
         self._sync_params()
         x = self._check_input(x)
-        for layer in self.layers:
+        for i, (layer, (_, expected)) in enumerate(zip(self.layers, self.shapes)):
             x = layer.forward(x, train=train)
+            got = tuple(np.shape(x)[1:])
+            if got != expected:
+                cls = type(layer)
+                raise ValueError(
+                    f"layer {i} ({_layer_label(layer)}, backend {layer.backend!r}, class "
+                    f"{cls.__module__}.{cls.__qualname__}) returned per-sample shape {got}, but "
+                    f"its output_shape() promised {expected}: the layer is inconsistent")
         return x
 
     def loss(self, x, t, train=True):
