@@ -48,6 +48,14 @@ from ._fused cimport floating_t, index_t
 from ._openmp cimport omp_get_thread_num
 
 
+cdef bint _is_plain_2x2_stride2(geom, index_t OH, index_t OW, index_t H, index_t W):
+    """The common 2x2/2 unpadded window whose every output lies inside the input:
+    the average-pool kernels have a branch-free path for it."""
+    return (geom.kernel_h == 2 and geom.kernel_w == 2 and geom.stride_h == 2
+            and geom.stride_w == 2 and geom.dilation_h == 1 and geom.dilation_w == 1
+            and geom.pad_top == 0 and geom.pad_left == 0 and 2 * OH <= H and 2 * OW <= W)
+
+
 def _clip_tables(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t dil,
                  Py_ssize_t k, Py_ssize_t size):
     """For each output position: first input coordinate (may be < 0) and the
@@ -379,10 +387,7 @@ def avg_pool2d_forward(const floating_t[:, :, :, ::1] x,       # IN  (N, C, H, W
     xs_, kxlo_, kxhi_ = _clip_tables(OW, geom.stride_w, geom.pad_left, dw, geom.kernel_w, W)
     cdef const index_t[::1] ys = ys_, kylo = kylo_, kyhi = kyhi_
     cdef const index_t[::1] xs = xs_, kxlo = kxlo_, kxhi = kxhi_
-    cdef bint fast = (geom.kernel_h == 2 and geom.kernel_w == 2 and geom.stride_h == 2
-                      and geom.stride_w == 2 and dh == 1 and dw == 1
-                      and geom.pad_top == 0 and geom.pad_left == 0
-                      and 2 * OH <= H and 2 * OW <= W)
+    cdef bint fast = _is_plain_2x2_stride2(geom, OH, OW, H, W)
     if planes == 0 or OH * OW == 0:
         return
     with nogil:
@@ -453,10 +458,7 @@ def avg_pool2d_backward(const floating_t[:, :, :, ::1] dy,     # IN  (N, C, OH, 
     xs_, kxlo_, kxhi_ = _clip_tables(OW, geom.stride_w, geom.pad_left, dw, geom.kernel_w, W)
     cdef const index_t[::1] ys = ys_, kylo = kylo_, kyhi = kyhi_
     cdef const index_t[::1] xs = xs_, kxlo = kxlo_, kxhi = kxhi_
-    cdef bint fast = (geom.kernel_h == 2 and geom.kernel_w == 2 and geom.stride_h == 2
-                      and geom.stride_w == 2 and dh == 1 and dw == 1
-                      and geom.pad_top == 0 and geom.pad_left == 0
-                      and 2 * OH <= H and 2 * OW <= W)
+    cdef bint fast = _is_plain_2x2_stride2(geom, OH, OW, H, W)
     if planes == 0 or H * W == 0:
         return
     with nogil:
