@@ -428,6 +428,9 @@ def main(argv=None):
 
     try:
         return args.func(args)
+    except BrokenPipeError:  # `cyconv layers | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (_Fail, ValueError, OSError, ImportError, BackendError, LayerNotFoundError) as exc:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{PROG}: error: {message}", file=sys.stderr)
