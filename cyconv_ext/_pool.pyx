@@ -23,6 +23,10 @@
 # border outputs scan their clipped window directly.  Both paths implement
 # the contract's rule: strict '>' keeps the first maximum, a NaN replaces a
 # number and nothing replaces a NaN, a window without input gives -inf / -1.
+# The common 2x2 stride-2 pool with every window inside has its own path:
+# one prange over all output rows of all planes (a 12x12 plane is too small
+# to amortise per-plane set-up), each row one vectorised pass over four taps
+# (CYCONV_MAX_2X2S2_ROW); a row holding a NaN is redone by the window scan.
 # Average pooling: per output, sum of the window's input elements divided by
 # the PyTorch divisor (table); 2x2 stride-2 windows have an unrolled path.
 #
@@ -50,7 +54,7 @@ from ._openmp cimport omp_get_thread_num
 
 cdef bint _is_plain_2x2_stride2(geom, index_t OH, index_t OW, index_t H, index_t W):
     """The common 2x2/2 unpadded window whose every output lies inside the input:
-    the average-pool kernels have a branch-free path for it."""
+    each pool kernel has a branch-free path for it."""
     return (geom.kernel_h == 2 and geom.kernel_w == 2 and geom.stride_h == 2
             and geom.stride_w == 2 and geom.dilation_h == 1 and geom.dilation_w == 1
             and geom.pad_top == 0 and geom.pad_left == 0 and 2 * OH <= H and 2 * OW <= W)
@@ -141,6 +145,36 @@ cdef extern from *:
     }
     CYCONV_MAX_PAIR(float, cyconv_max_pair_f)
     CYCONV_MAX_PAIR(double, cyconv_max_pair_d)
+    /* One output row of 2x2 stride-2 windows that lie wholly inside the
+       input: input rows r0 and r0 + W.  The four taps are compared in
+       row-major order with a strict '>' (the first maximum stays), the
+       winning tap kept in the value type (exact: the caller ensures
+       W + 1 < 2**24) so that GCC vectorises the selects, then turned into a
+       flat offset.  NaN is left out of the selects -- its rule chained
+       through the running maximum stops GCC from vectorising -- and reported
+       instead: the caller redoes a row that holds one with the exact scan. */
+    #define CYCONV_MAX_2X2S2_ROW(T, NAME)                                         \
+    static inline int NAME(const T *CYTHON_RESTRICT r0, Py_ssize_t W,             \
+                           T *CYTHON_RESTRICT y, int64_t *CYTHON_RESTRICT ind,    \
+                           int64_t base, Py_ssize_t n) {                          \
+        const T *CYTHON_RESTRICT r1 = r0 + W;                                     \
+        const T tap_c = (T)W, tap_d = (T)(W + 1);                                 \
+        int has_nan = 0;                                                          \
+        for (Py_ssize_t i = 0; i < n; i++) {                                      \
+            T a = r0[2 * i], b = r0[2 * i + 1], c = r1[2 * i], d = r1[2 * i + 1];  \
+            T m = a, t = 0;                                                       \
+            int k;                                                                \
+            has_nan |= (a != a) | (b != b) | (c != c) | (d != d);                 \
+            k = b > m;  m = k ? b : m;  t = k ? (T)1 : t;                         \
+            k = c > m;  m = k ? c : m;  t = k ? tap_c : t;                        \
+            k = d > m;  m = k ? d : m;  t = k ? tap_d : t;                        \
+            y[i] = m;                                                             \
+            ind[i] = base + 2 * i + (int64_t)t;                                   \
+        }                                                                         \
+        return has_nan;                                                           \
+    }
+    CYCONV_MAX_2X2S2_ROW(float, cyconv_max_2x2s2_row_f)
+    CYCONV_MAX_2X2S2_ROW(double, cyconv_max_2x2s2_row_d)
     """
     void cyconv_max_pair_f(const float* src, Py_ssize_t src_rs, float* m, Py_ssize_t m_rs,
                            float* t, Py_ssize_t off, Py_ssize_t rows, Py_ssize_t n,
@@ -154,6 +188,10 @@ cdef extern from *:
     void cyconv_max_tap_d(const double* src, Py_ssize_t src_rs, double* m, Py_ssize_t m_rs,
                           double* t, double tap, Py_ssize_t rows, Py_ssize_t n,
                           Py_ssize_t s) noexcept nogil
+    int cyconv_max_2x2s2_row_f(const float* r0, Py_ssize_t W, float* y, int64_t* ind,
+                               int64_t base, Py_ssize_t n) noexcept nogil
+    int cyconv_max_2x2s2_row_d(const double* r0, Py_ssize_t W, double* y, int64_t* ind,
+                               int64_t base, Py_ssize_t n) noexcept nogil
 
 
 cdef inline void _max_tap(const floating_t* src, index_t src_rs, floating_t* m, index_t m_rs,
@@ -189,6 +227,25 @@ cdef inline void _max_pair(const floating_t* src, index_t src_rs, floating_t* m,
             cyconv_max_pair_d(src, src_rs, m, m_rs, t, off, rows, n, 2)
         else:
             cyconv_max_pair_d(src, src_rs, m, m_rs, t, off, rows, n, s)
+
+
+cdef inline void _max_2x2s2_row(const floating_t* plane,     # IN  (H*W)
+                                 index_t W, index_t oy,
+                                 floating_t* y,               # OUT (n)
+                                 int64_t* ind,                # OUT (n)
+                                 index_t n) noexcept nogil:
+    """Output row ``oy`` of a 2x2 stride-2 pool whose windows are all inside."""
+    cdef int has_nan
+    cdef index_t ox
+    cdef floating_t best
+    if floating_t is float:
+        has_nan = cyconv_max_2x2s2_row_f(plane + 2 * oy * W, W, y, ind, 2 * oy * W, n)
+    else:
+        has_nan = cyconv_max_2x2s2_row_d(plane + 2 * oy * W, W, y, ind, 2 * oy * W, n)
+    if has_nan:
+        for ox in range(n):
+            ind[ox] = _window_argmax(plane, 2 * oy, 2 * ox, W, 1, 1, 0, 2, 0, 2, &best)
+            y[ox] = best
 
 
 cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
@@ -246,7 +303,19 @@ def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
     cdef index_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef index_t OH = y.shape[2], OW = y.shape[3]
     cdef index_t dh = geom.dilation_h, dw = geom.dilation_w
-    cdef index_t planes = N * C, p, n, c
+    cdef index_t planes = N * C, p, n, c, r, oy
+    if planes == 0 or OH * OW == 0:
+        return
+    if _is_plain_2x2_stride2(geom, OH, OW, H, W) and W < (1 << 23):
+        # every window inside, none overlapping: one flat loop over all output
+        # rows of all planes, so small planes pay no per-plane set-up
+        with nogil:
+            for r in prange(planes * OH, schedule="static", num_threads=n_threads):
+                p = r // OH
+                oy = r % OH
+                _max_2x2s2_row(&x[0, 0, 0, 0] + p * H * W, W, oy,
+                               &y[0, 0, 0, 0] + r * OW, &indices[0, 0, 0, 0] + r * OW, OW)
+        return
     ys_, kylo_, kyhi_ = _clip_tables(OH, geom.stride_h, geom.pad_top, dh, geom.kernel_h, H)
     xs_, kxlo_, kxhi_ = _clip_tables(OW, geom.stride_w, geom.pad_left, dw, geom.kernel_w, W)
     cdef const index_t[::1] ys = ys_, kylo = kylo_, kyhi = kyhi_
@@ -269,8 +338,6 @@ def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
     cdef const index_t[::1] tapoff = tapoff_
     cdef floating_t* scratch
     cdef index_t tid
-    if planes == 0 or OH * OW == 0:
-        return
     scratch = <floating_t*>malloc(nt * OH * OW * sizeof(floating_t))
     if scratch == NULL:
         raise MemoryError("max_pool2d_forward: cannot allocate scratch")

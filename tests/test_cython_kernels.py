@@ -307,6 +307,26 @@ def test_max_pool_fast_path_and_threads(monkeypatch, dtype):
     check_max_pool(x, geom, 2)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("width", [74, 75])
+def test_max_pool_2x2_stride2_rows(monkeypatch, dtype, width):
+    """The 2x2/2 path works a row at a time in vector lanes (37 outputs: full
+    lanes and a tail); rows holding a NaN are redone by the exact scan, the
+    others keep the vector result, and both must follow the tie rule."""
+    lift_thread_cap(monkeypatch)
+    rng = np.random.default_rng(11)
+    x = rng.integers(-2, 3, size=(2, 3, 12, width)).astype(dtype)  # many ties
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[0, 1, 4, 7] = np.nan                 # one NaN row among clean ones
+    x[1, 2, 9, :] = np.nan                 # a row of NaN windows
+    x[1, 0, 0, :4] = -np.inf               # a window of -inf only
+    geom = resolve_geometry((12, width), 2, stride=2, rounding="floor", max_pool_padding=True)
+    outs = [check_max_pool(x, geom, t) for t in (1, 2, 3)]
+    for o in outs[1:]:
+        for a, r in zip(o, outs[0]):
+            np.testing.assert_array_equal(a, r)
+
+
 # -- average pooling -----------------------------------------------------------
 
 def check_avg_pool(x, geom, count_include_pad, divisor_override, n_threads=2):
