@@ -136,6 +136,15 @@ class Layer:
     def backward(self, dout):
         raise NotImplementedError
 
+    def backward_params(self, dout):
+        """Fill ``grads`` like :meth:`backward` without returning the input gradient.
+
+        A network's first layer needs no gradient for its input;
+        :class:`cyconv.nn.Sequential` calls this there, and a layer that can
+        skip that work (``Conv2D``) overrides it.
+        """
+        self.backward(dout)
+
     def __repr__(self):
         return f"{type(self).__name__}(backend={self.backend!r})"
 
@@ -245,10 +254,18 @@ class Conv2D(Layer):
         return self.kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(None))
 
     def backward(self, dout):
+        return self._backward(dout, need_dx=True)
+
+    def backward_params(self, dout):
+        self._backward(dout, need_dx=False)
+
+    def _backward(self, dout, need_dx):
         x, w, geom = self._cache
         dout = F.check_grad_output(dout, x, w.shape[0], geom)
+        # passed only when False, so a kernel set without the option still serves backward()
+        extra = {} if need_dx else {"need_dx": False}
         dx, dw, db = self.kernels.conv2d_backward(dout, x, w, geom, self.groups,
-                                                  resolve_num_threads(None))
+                                                  resolve_num_threads(None), **extra)
         self.grads["W"] = dw.astype(self.params["W"].dtype, copy=False)
         if "b" in self.params:
             self.grads["b"] = db.astype(self.params["b"].dtype, copy=False)

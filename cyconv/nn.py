@@ -208,8 +208,11 @@ class Sequential:
         self.last_loss = self.loss_layer.forward(scores, t)
         self.last_scores = scores
         dout = self.loss_layer.backward(1.0)
-        for layer in reversed(self.layers):
+        for layer in reversed(self.layers[1:]):
             dout = layer.backward(dout)
+        first = self.layers[0]
+        if first.params:  # nothing needs the gradient of the network's input
+            first.backward_params(dout)
         return {f"{i}.{name}": layer.grads[name]
                 for i, layer in enumerate(self.layers) for name in layer.params}
 

@@ -32,8 +32,10 @@
 # faster in float64 and much slower when C/groups is small (a GEMM with Cg
 # columns), so it is off by default (TCONV_MIN_CHANNELS) but kept, tested.
 #
+# A network's first layer needs no dx: ``need_dx=False`` skips step (2).
+#
 # Workspace per call: forward n_threads * K * rows*OW elements; backward twice
-# that plus S copies of dW.  Output rows are blocked so that one thread's
+# that (once without dx) plus S copies of dW.  Output rows are blocked so that one thread's
 # column buffer stays under WORKSPACE_CAP bytes (default 1 MiB, at least one
 # output row: the block stays in L2 while BLAS packs it; 0.5-1 MiB measured
 # best against 4-16 MiB), i.e. never a batch-wide or image-wide im2col.
@@ -243,8 +245,11 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     floating_t[:, :, :, ::1] dx,         # OUT (N, C, H, W), any content
                     floating_t[:, :, :, ::1] dw,         # OUT (OC, C/groups, KH, KW)
                     floating_t[::1] db,                  # OUT (OC,)
-                    geom, int groups, int n_threads):
-    """Gradients of conv2d w.r.t. input, weight and bias (caller-allocated)."""
+                    geom, int groups, int n_threads, bint need_dx=True):
+    """Gradients of conv2d w.r.t. input, weight and bias (caller-allocated).
+
+    With ``need_dx`` false, ``dx`` is never touched (pass an empty array): a
+    network's first layer needs only dW and db."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
     cdef conv_geom g = _make_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
     cdef conv_geom gt                       # dx = transposed conv (stride-1 path)
@@ -254,7 +259,7 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     cdef index_t WSZ = OC * K
     cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
                         and g.PL == 0 and g.OH == g.H and g.OW == g.W)
-    cdef bint tconv = (not direct) and g.SH == 1 and g.SW == 1 and Cg >= TCONV_MIN_CHANNELS
+    cdef bint tconv = need_dx and (not direct) and g.SH == 1 and g.SW == 1 and Cg >= TCONV_MIN_CHANNELS
     cdef index_t rb = g.OH if direct else _rows_per_block(K, g.OH, g.OW, sizeof(floating_t))
     cdef index_t nblk = (g.OH + rb - 1) // rb
     cdef index_t rbt = _rows_per_block(Kt, g.H, g.W, sizeof(floating_t))
@@ -272,7 +277,8 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     cdef floating_t acc
     cdef double dacc
     if N == 0 or OC == 0 or C == 0:
-        dx[...] = 0
+        if need_dx:
+            dx[...] = 0
         dw[...] = 0
         db[...] = 0
         return
@@ -297,8 +303,10 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
         bufsz = 0
     elif tconv:
         bufsz = max(K * rb * g.OW, Kt * rbt * g.W)
-    else:
+    elif need_dx:
         bufsz = 2 * K * rb * g.OW
+    else:
+        bufsz = K * rb * g.OW
     try:
         slots = <floating_t*>malloc(S * WSZ * sizeof(floating_t))
         ws = <floating_t*>malloc(max(1, nt * bufsz) * sizeof(floating_t))
@@ -313,7 +321,7 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                 n = s
                 while n < N:
                     for gi in range(groups):
-                        if not direct and not tconv:
+                        if need_dx and not direct and not tconv:
                             memset(&dx[n, gi * Cg, 0, 0], 0, Cg * HW * sizeof(floating_t))
                         for blk in range(nblk):
                             oy0 = blk * rb
@@ -325,6 +333,8 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                                 # dW_g^T (K x OCg) += x_block (K x Pb) @ dy_block^T
                                 _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, a, <int>HW,
                                       dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                                if not need_dx:
+                                    continue
                                 # dx_block^T (Pb x Cg) = dy_block^T (Pb x OCg) @ W_g (OCg x K)
                                 _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
                                       &w[gi * OCg, 0, 0, 0], <int>K, 0,
@@ -334,7 +344,7 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                                          &xlo[0], &xhi[0])
                             _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
                                   dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
-                            if not tconv:
+                            if need_dx and not tconv:
                                 # dcol^T (Pb x K) = dy_block^T (Pb x OCg) @ W_g (OCg x K)
                                 _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
                                       &w[gi * OCg, 0, 0, 0], <int>K, 0, dcol, <int>Pb)

@@ -127,6 +127,12 @@ def check_conv(x, w, b, geom, groups, n_threads=2):
     assert_close(db, db_r, bb, n_pos, dtype, "db")
     for a in (dx, dw, db):
         assert a.dtype == x.dtype
+    # without dx (a network's first layer): dw and db exactly as in the full call
+    for kernels, full in ((cb, (dw, db)), (nb, (dw_r, db_r))):
+        no_dx = kernels.conv2d_backward(dy, x, w, geom, groups, n_threads, need_dx=False)
+        assert no_dx[0] is None
+        np.testing.assert_array_equal(no_dx[1], full[0])
+        np.testing.assert_array_equal(no_dx[2], full[1])
     return y, dx, dw, db
 
 

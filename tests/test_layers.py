@@ -415,6 +415,27 @@ def test_conv_layer_holds_parameters_by_reference():
     np.testing.assert_array_equal(layer.forward(x), 8)
 
 
+@pytest.mark.parametrize("backend", CONV_BACKENDS)
+def test_backward_params_matches_backward(backend):
+    """backward_params fills the same grads as backward and returns no dx
+    (Conv2D skips the input gradient; other layers run their backward)."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 7, 7))
+    for make in (lambda: cyconv.Conv2D(4, 3, stride=2, rounding="floor", rng=0, backend=backend),
+                 lambda: cyconv.Affine(5, rng=0)):
+        full, params_only = make(), make()
+        for layer in (full, params_only):
+            layer.build(x.shape[1:])
+        params_only.params = {k: v.copy() for k, v in full.params.items()}
+        dy = rng.standard_normal(full.forward(x).shape)
+        params_only.forward(x)
+        assert full.backward(dy).shape == x.shape
+        assert params_only.backward_params(dy) is None
+        assert set(params_only.grads) == set(full.params)
+        for name in full.params:
+            np.testing.assert_array_equal(params_only.grads[name], full.grads[name])
+
+
 def test_conv_layer_build():
     layer = cyconv.Conv2D(6, 3, padding=1, groups=2, rng=0, backend="numpy")
     assert layer.build((4, 8, 8)) == (6, 8, 8)

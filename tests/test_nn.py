@@ -113,6 +113,25 @@ def test_gradient_matches_numerical_gradient():
             assert grads[key][idx] == pytest.approx((up - down) / 2e-5, rel=1e-4, abs=1e-7), key
 
 
+def test_gradient_skips_the_input_gradient():
+    """Nothing needs d(loss)/d(input): the first layer gets backward_params
+    (Conv2D then skips dx), and a first layer without parameters no backward."""
+    net = small_net(seed=0)
+    x, t = batch(4)
+    first = net.layers[0]
+    calls = []
+    first.backward = lambda dout: calls.append("backward")
+    real = first.backward_params
+    first.backward_params = lambda dout: (calls.append("params"), real(dout))[1]
+    grads = net.gradient(x, t)
+    assert calls == ["params"] and set(grads) == set(net.params)
+
+    net = Sequential([cyconv.ReLU(), cyconv.Flatten(), cyconv.Affine(3)], input_shape=(1, 2, 2),
+                     seed=0)
+    net.layers[0].backward = lambda dout: pytest.fail("the input layer's backward ran")
+    assert set(net.gradient(np.ones((2, 1, 2, 2)), np.array([0, 2]))) == {"2.W", "2.b"}
+
+
 def test_accuracy_evaluate_and_one_hot():
     net = small_net()
     x, t = batch(7)

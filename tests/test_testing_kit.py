@@ -317,6 +317,16 @@ class WrongGradient(Scale):
         return dx
 
 
+class WrongParamsOnly(Scale):
+    """Its backward_params (the first-layer shortcut) forgets a factor."""
+
+    name = "KitWrongParamsOnly"
+
+    def backward_params(self, dout):
+        self.backward(dout)
+        self.grads["a"] = self.grads["a"] + 1.0
+
+
 class AcceptsAnything(Scale):
     """Declares invalid_params but accepts them."""
 
@@ -376,6 +386,7 @@ def test_check_layer_passes_a_correct_toy_layer():
     (MutatesInput, "check_inputs_not_mutated"),
     (MutatesX, "check_inputs_not_mutated"),
     (WrongGradient, "check_gradients"),
+    (WrongParamsOnly, "check_backward_params"),
     (AcceptsAnything, "check_invalid_parameters_raise"),
 ])
 def test_check_layer_flags_broken_layers(layer, broken):

@@ -158,9 +158,9 @@ class RecordingKernels:
     def __getattr__(self, attr):
         func = getattr(numpy_backend, attr)
 
-        def wrapped(*args):
+        def wrapped(*args, **kwargs):
             self.calls.append((attr, args[-1]))
-            return func(*args)
+            return func(*args, **kwargs)
 
         return wrapped
 

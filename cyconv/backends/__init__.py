@@ -13,8 +13,9 @@ call, shapes consistent with ``geom``, a :class:`cyconv._shapes.Geometry`):
 
 ``conv2d_forward(x, w, b, geom, groups, n_threads) -> y``
     x (N, C, H, W), w (OC, C//groups, KH, KW), b (OC,) or None -> y (N, OC, OH, OW)
-``conv2d_backward(dy, x, w, geom, groups, n_threads) -> (dx, dw, db)``
-    db = dy.sum((0, 2, 3))
+``conv2d_backward(dy, x, w, geom, groups, n_threads, need_dx=True) -> (dx, dw, db)``
+    db = dy.sum((0, 2, 3)); with ``need_dx=False`` dx is not computed and is
+    returned as None (a network's first layer needs only dw and db).
 ``max_pool2d_forward(x, geom, n_threads) -> (y, indices)``
     indices (N, C, OH, OW) int64: flat offset ``h * W + w`` of the winning
     input element in its (n, c) plane; -1 if the window holds no input

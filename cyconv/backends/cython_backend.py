@@ -105,17 +105,18 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1):
     return y
 
 
-def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1):
+def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True):
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
     w = np.ascontiguousarray(w, dtype=x.dtype)
-    dx = np.empty_like(x)
+    dx = np.empty_like(x) if need_dx else np.empty((0, 0, 0, 0), dtype=x.dtype)
     dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
+    work = (2 if need_dx else 1) * _conv_work(x, w, geom)
     with _blas_guard():
         _conv.conv2d_backward(dy, x, w, dx, dw, db, geom, int(groups),
-                              _useful_threads(n_threads, 2 * _conv_work(x, w, geom)))
-    return dx, dw, db
+                              _useful_threads(n_threads, work), bool(need_dx))
+    return (dx if need_dx else None), dw, db
 
 
 def max_pool2d_forward(x, geom, n_threads=1):

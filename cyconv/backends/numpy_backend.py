@@ -95,23 +95,26 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1):
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
 
-def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1):
+def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True):
     n, c = x.shape[:2]
     oc = w.shape[0]
     ocg, cg = oc // groups, c // groups
     cols = _group_matrices(im2col(x, geom), groups)
     dy_mat = dy.transpose(0, 2, 3, 1).reshape(-1, oc)
     dw = np.empty_like(w)
-    dcols = np.empty((n, c, geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w), dtype=x.dtype)
+    dcols = (np.empty((n, c, geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w), dtype=x.dtype)
+             if need_dx else None)
     for g in range(groups):
         dy_g = dy_mat[:, g * ocg:(g + 1) * ocg]
         w_mat = w[g * ocg:(g + 1) * ocg].reshape(ocg, -1)
         dw[g * ocg:(g + 1) * ocg] = (dy_g.T @ cols[g]).reshape(w[g * ocg:(g + 1) * ocg].shape)
-        dcol = (dy_g @ w_mat).reshape(n, geom.out_h, geom.out_w, cg, geom.kernel_h, geom.kernel_w)
-        dcols[:, g * cg:(g + 1) * cg] = dcol.transpose(0, 3, 4, 5, 1, 2)
-    dx = col2im(dcols, x.shape, geom)
+        if need_dx:
+            dcol = (dy_g @ w_mat).reshape(n, geom.out_h, geom.out_w, cg, geom.kernel_h,
+                                          geom.kernel_w)
+            dcols[:, g * cg:(g + 1) * cg] = dcol.transpose(0, 3, 4, 5, 1, 2)
+    dx = np.ascontiguousarray(col2im(dcols, x.shape, geom)) if need_dx else None
     db = dy.sum(axis=(0, 2, 3))
-    return np.ascontiguousarray(dx), dw, db
+    return dx, dw, db
 
 
 def _window_offsets(geom):

@@ -26,6 +26,10 @@ check_gradients
     Jacobian on small problems, random directions on larger ones; with
     ``train=True``, and also ``train=False`` for ``stochastic`` or
     ``batch_coupled`` layers.
+check_backward_params
+    ``backward_params(dout)`` (what a network runs on its first layer, whose
+    input needs no gradient) returns None and leaves the same ``grads`` as
+    ``backward(dout)``.
 check_dtype_preserved
     float32 in, float32 out (and ``dx``, gradients); same for float64.
 check_readonly_noncontiguous_inputs
@@ -133,6 +137,7 @@ __all__ = [
     "check_output_shape",
     "check_matches_reference",
     "check_gradients",
+    "check_backward_params",
     "check_dtype_preserved",
     "check_readonly_noncontiguous_inputs",
     "check_inputs_not_mutated",
@@ -666,6 +671,34 @@ def _check_inputs_not_mutated(spec):
                   lambda c, n, s, d: body(c[0], c[1], n, s, d), 8)
 
 
+def _check_backward_params(spec):
+    train = not (spec.stochastic or spec.batch_coupled)
+
+    def body(kwargs, shape, n, seed):
+        rng = np.random.default_rng(seed)
+        proto, _ = _make_layer(spec, kwargs, shape, _F64, rng)
+        x = _make_input(rng, (n,) + tuple(shape), _F64)
+        t = _make_target(spec, rng, x)
+        where = _where(spec, kwargs, shape, n)
+        with _GlobalRandom() as rand:
+            y = _run(spec, proto, x, t, None, train, rand)[0]
+            dout = _make_dout(spec, rng, y, _F64)
+            _, _, grads = _run(spec, proto, x, t, dout, train, rand)
+            layer = copy.deepcopy(proto)
+            rand.reset()
+            _forward(spec, layer, x, t, train)
+            returned = layer.backward_params(np.copy(dout) if np.ndim(dout) else dout)
+        assert returned is None, f"{where}: backward_params returned {type(returned).__name__}, " \
+                                 f"not None"
+        for k in proto.params:
+            assert k in layer.grads, f"{where}: backward_params did not set grads[{k!r}]"
+            _close(layer.grads[k], grads[k], _F64,
+                   f"{where}: grads[{k!r}] from backward_params differs from backward's",
+                   strict=True)
+
+    _run_examples(_examples(spec), lambda c, n, s: body(c[0], c[1], n, s), 5)
+
+
 def _check_batch_subset_invariance(spec):
     if spec.is_loss:
         _skip(f"{spec.label} is a loss layer: its output reduces over the batch")
@@ -794,6 +827,7 @@ _CHECKS = {
     "check_output_shape": _check_output_shape,
     "check_matches_reference": _check_matches_reference,
     "check_gradients": _check_gradients,
+    "check_backward_params": _check_backward_params,
     "check_dtype_preserved": _check_dtype_preserved,
     "check_readonly_noncontiguous_inputs": _check_readonly_noncontiguous_inputs,
     "check_inputs_not_mutated": _check_inputs_not_mutated,
@@ -825,6 +859,8 @@ _SUMMARIES = {
                                "implementation",
     "check_gradients": "Check dx and every parameter gradient with numeric differences "
                        "(float64)",
+    "check_backward_params": "Check that backward_params fills the grads backward fills "
+                             "(the first layer of a network skips dx this way)",
     "check_dtype_preserved": "Check that float32 and float64 inputs keep their dtype",
     "check_readonly_noncontiguous_inputs": "Check read-only, non-contiguous inputs give the "
                                            "contiguous result",
@@ -882,6 +918,7 @@ def _public_check(name):
 check_output_shape = _public_check("check_output_shape")
 check_matches_reference = _public_check("check_matches_reference")
 check_gradients = _public_check("check_gradients")
+check_backward_params = _public_check("check_backward_params")
 check_dtype_preserved = _public_check("check_dtype_preserved")
 check_readonly_noncontiguous_inputs = _public_check("check_readonly_noncontiguous_inputs")
 check_inputs_not_mutated = _public_check("check_inputs_not_mutated")
