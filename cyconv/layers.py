@@ -432,15 +432,16 @@ class ReLU(Layer):
 
     name = "ReLU"
     shape_preserving = True
+    _front = True
 
     def forward(self, x, train=True):
         x = as_float_array(x, "x")
-        self._positive = x > 0
-        return np.maximum(x, x.dtype.type(0))
+        y, self._positive = self.kernels.relu_forward(x, resolve_num_threads(None))
+        return y
 
     def backward(self, dout):
         dout = self._check_dout(dout, self._positive.shape)
-        return dout * self._positive
+        return self.kernels.relu_backward(dout, self._positive, resolve_num_threads(None))
 
 
 class Sigmoid(Layer):
@@ -656,10 +657,10 @@ def _backend_variant(front, backend, kernels):
 
 
 def _register_builtin_layers():
-    for cls in (Affine, ReLU, Sigmoid, SoftmaxWithLoss, Dropout, BatchNorm, Flatten):
+    for cls in (Affine, Sigmoid, SoftmaxWithLoss, Dropout, BatchNorm, Flatten):
         cls.backend = "numpy"
         REGISTRY.register(cls.name, "numpy", cls, builtin=True)
-    compiled = [Conv2D, MaxPool2D, AvgPool2D]
+    compiled = [Conv2D, MaxPool2D, AvgPool2D, ReLU]
     for front in compiled:
         REGISTRY.register(front.name, "numpy", _backend_variant(front, "numpy", numpy_backend),
                           builtin=True)

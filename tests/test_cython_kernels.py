@@ -439,3 +439,34 @@ def test_against_torch():
             ty.backward(torch.tensor(dy))
             np.testing.assert_allclose(cb.avg_pool2d_backward(dy, x.shape, geom, cip, override, 2),
                                        tx.grad.numpy(), rtol=1e-12, atol=1e-12)
+
+
+# -- ReLU ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [0, 1, 37, 16384 * 3 + 5])
+def test_relu_parity_special_values_and_threads(monkeypatch, dtype, size):
+    """Bitwise the reference: NaN stays NaN, -0.0 and -inf become +0.0, the mask is
+    x > 0, and dx = dout * mask (inf * 0 is NaN) -- for any thread count, across
+    block boundaries, on read-only input."""
+    lift_thread_cap(monkeypatch)
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(size).astype(dtype)
+    dout = rng.standard_normal(size).astype(dtype)
+    special = np.array([np.nan, -0.0, 0.0, np.inf, -np.inf, 1e-45, -1e-45], dtype=dtype)
+    x[:min(size, 7)] = special[:min(size, 7)]
+    dout[-min(size, 3):] = np.array([np.inf, np.nan, -np.inf], dtype=dtype)[:min(size, 3)]
+    x, dout = x.reshape(-1, 1), dout.reshape(-1, 1)
+    x.flags.writeable = False
+    y_r, pos_r = nb.relu_forward(x)
+    with np.errstate(invalid="ignore"):
+        dx_r = nb.relu_backward(dout, pos_r)
+    for threads in (1, 2, 3):
+        y, pos = cb.relu_forward(x, threads)
+        assert y.dtype == x.dtype and pos.dtype == np.bool_
+        np.testing.assert_array_equal(y, y_r)
+        np.testing.assert_array_equal(np.signbit(y), np.signbit(y_r))
+        np.testing.assert_array_equal(pos, pos_r)
+        dx = cb.relu_backward(dout, pos, threads)
+        np.testing.assert_array_equal(dx, dx_r)
+        np.testing.assert_array_equal(np.signbit(dx), np.signbit(dx_r))

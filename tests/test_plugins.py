@@ -150,14 +150,15 @@ def config_text():
     return out.getvalue()
 
 
-def assert_core_intact(relu_backends=("numpy",)):
-    assert cyconv.get_layer("ReLU") is cyconv.ReLU
-    assert cyconv.get_layer("ReLU", "numpy") is cyconv.ReLU
-    assert cyconv.backends_for("ReLU") == list(relu_backends)
+def assert_core_intact(sigmoid_backends=("numpy",)):
+    """The built-in layers still answer; Sigmoid stands for a NumPy-only built-in."""
+    assert cyconv.get_layer("Sigmoid") is cyconv.Sigmoid
+    assert cyconv.get_layer("Sigmoid", "numpy") is cyconv.Sigmoid
+    assert cyconv.backends_for("Sigmoid") == list(sigmoid_backends)
     assert cyconv.get_layer("Conv2D", "numpy").backend == "numpy"
     assert "Conv2D" in cyconv.list_layers()
     x = np.arange(4.0).reshape(1, 1, 2, 2) - 1.5
-    np.testing.assert_array_equal(cyconv.create_layer("ReLU").forward(x), np.maximum(x, 0))
+    np.testing.assert_allclose(cyconv.create_layer("Sigmoid").forward(x), 1 / (1 + np.exp(-x)))
 
 
 # -- discovery -----------------------------------------------------------------------
@@ -231,7 +232,7 @@ def test_discovery_waits_for_first_lookup(site, monkeypatch):
     assert cyconv.get_layer("FakeDouble").__module__.startswith("fakeplug_")
     assert calls == [{"group": GROUP}]
     cyconv.list_layers()
-    cyconv.get_layer("ReLU")
+    cyconv.get_layer("Sigmoid")
     assert len(calls) == 1                    # once
     layer = cyconv.create_layer("FakeDouble")
     assert layer.forward(np.ones(2)).tolist() == [2.0, 2.0]
@@ -293,13 +294,13 @@ def register(registry):
     registry.register("PartialLayer", "numpy", Partial)   # rolled back
     raise RuntimeError("register exploded")
 """, "register", "RuntimeError: register exploded"),
-    "builtin-name": (layer_module("MyReLU") + """
+    "builtin-name": (layer_module("MySigmoid") + """
 def register(registry):
-    registry.register("ReLU", "numpy", MyReLU)
+    registry.register("Sigmoid", "numpy", MySigmoid)
 """, "register", "built into cyconv"),
-    "builtin-name-other-builtin-backend": (layer_module("MyReLU") + """
+    "builtin-name-other-builtin-backend": (layer_module("MySigmoid") + """
 def register(registry):
-    registry.register("ReLU", "cython", MyReLU)   # would win over numpy by preference
+    registry.register("Sigmoid", "cython", MySigmoid)   # would win over numpy by preference
 """, "register", "may not add a built-in backend"),
     "builtin-conv-override": (layer_module("MyConv") + """
 def register(registry):
@@ -323,7 +324,7 @@ def register(registry):
     "global-decorator-hijack": ("""
 import cyconv
 
-@cyconv.register_layer("ReLU", backend="cython")   # bypasses the facade
+@cyconv.register_layer("Sigmoid", backend="cython")   # bypasses the facade
 class Hijack(cyconv.Layer):
     def forward(self, x, train=True):
         return x * 0 + 42
@@ -344,7 +345,7 @@ def test_broken_plugin_is_isolated(site, monkeypatch, case):
          "\ndef register(registry):\n    registry.register('GoodLayer', 'numpy', Good)\n")
     site("fake-broken", source, ep_name="broken", attr=attr)
 
-    _, msgs = record(lambda: [cyconv.list_layers(), cyconv.get_layer("ReLU"),
+    _, msgs = record(lambda: [cyconv.list_layers(), cyconv.get_layer("Sigmoid"),
                               cyconv.get_layer("GoodLayer"), cyconv.list_backends()])
     assert len(msgs) == 1, msgs                                 # warns once
     assert "fake-broken" in msgs[0] and reason in msgs[0]       # names distribution and error
@@ -407,12 +408,12 @@ def test_plugin_backend_only_used_when_asked(site, monkeypatch):
     """A plugin may add Conv2D under its own backend: existing code is unaffected."""
     only_fakes(monkeypatch)
     site("fake-fastconv", layer_module("FastConv", expr="self._x * 0 + 42") + """
-class FastReLU(FastConv):
+class FastSigmoid(FastConv):
     pass
 
 def register(registry):
     registry.register("Conv2D", "fastconv", FastConv)
-    registry.register("ReLU", "fastconv", FastReLU)
+    registry.register("Sigmoid", "fastconv", FastSigmoid)
 """)
     slot = REGISTRY._layers["Conv2D"]
     builtin_default = slot.get("cython") or slot["numpy"]
@@ -420,11 +421,11 @@ def register(registry):
     assert msgs == []
     assert cyconv.get_layer("Conv2D") is builtin_default
     assert cyconv.Conv2D(2, 3).backend == builtin_default.backend
-    assert_core_intact(relu_backends=("numpy", "fastconv"))
+    assert_core_intact(sigmoid_backends=("numpy", "fastconv"))
     assert cyconv.get_layer("Conv2D", "fastconv").__name__ == "FastConv"
     with cyconv.use_backend("fastconv"):
-        assert cyconv.get_layer("ReLU").__name__ == "FastReLU"
-    assert cyconv.get_layer("ReLU") is cyconv.ReLU
+        assert cyconv.get_layer("Sigmoid").__name__ == "FastSigmoid"
+    assert cyconv.get_layer("Sigmoid") is cyconv.Sigmoid
 
 
 def test_plugin_may_extend_its_own_names(site, monkeypatch):
@@ -622,7 +623,7 @@ import fakeplug_events
 
 def register(registry):
     fakeplug_events.started.set()
-    assert registry.get_layer("ReLU") is cyconv.ReLU        # same thread: no wait
+    assert registry.get_layer("Sigmoid") is cyconv.Sigmoid        # same thread: no wait
     assert "Conv2D" in cyconv.list_layers()
     fakeplug_events.proceed.wait(10)
     registry.register("SlowLayer", "numpy", Slow)

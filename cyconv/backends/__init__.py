@@ -1,7 +1,8 @@
 """Backends: the kernels behind the layers.
 
-A backend supplies a *kernel set*: an object (usually a module) with the six
-functions below.  Layer classes carry their kernel set in the class attribute
+A backend supplies a *kernel set*: an object (usually a module) with the
+functions below (a kernel set serves the layers that use it: a Conv2D needs only
+the conv2d pair).  Layer classes carry their kernel set in the class attribute
 ``kernels``; the compiled backend registers subclasses of the reference layers
 that only swap that attribute.  The functional API looks up the layer class in
 the registry and calls its kernels, so a plugin backend that registers its own
@@ -25,6 +26,10 @@ call, shapes consistent with ``geom``, a :class:`cyconv._shapes.Geometry`):
 ``max_pool2d_backward(dy, indices, x_shape, n_threads) -> dx``
 ``avg_pool2d_forward(x, geom, count_include_pad, divisor_override, n_threads) -> y``
 ``avg_pool2d_backward(dy, x_shape, geom, count_include_pad, divisor_override, n_threads) -> dx``
+``relu_forward(x, n_threads) -> (y, positive)``
+    y = max(x, 0) (NaN stays NaN, -0.0 becomes +0.0), positive = x > 0 (bool)
+``relu_backward(dout, positive, n_threads) -> dx``
+    dx = dout * positive (NumPy's product: inf or NaN times False gives NaN)
 
 Positions outside the input are padding: zero for convolution and average
 pooling, ``-inf`` for max pooling.  ``geom.out_h``/``out_w`` may need windows

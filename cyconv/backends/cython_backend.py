@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from cyconv_ext import _conv, _pool
+from cyconv_ext import _conv, _elementwise, _pool
 
 __all__ = [
     "conv2d_forward",
@@ -29,6 +29,8 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+    "relu_forward",
+    "relu_backward",
 ]
 
 _controller = None
@@ -153,4 +155,22 @@ def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_overr
     div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, dy.dtype)
     _pool.avg_pool2d_backward(dy, dx, div, geom,
                               _useful_threads(n_threads, _pool_work(dy.shape, geom)))
+    return dx
+
+
+def relu_forward(x, n_threads=1):
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    positive = np.empty(x.shape, dtype=np.bool_)
+    _elementwise.relu_forward(x.reshape(-1), y.reshape(-1), positive.reshape(-1).view(np.uint8),
+                              _useful_threads(n_threads, x.size))
+    return y, positive
+
+
+def relu_backward(dout, positive, n_threads=1):
+    dout = np.ascontiguousarray(dout)
+    positive = np.ascontiguousarray(positive, dtype=np.bool_)
+    dx = np.empty_like(dout)
+    _elementwise.relu_backward(dout.reshape(-1), positive.reshape(-1).view(np.uint8),
+                               dx.reshape(-1), _useful_threads(n_threads, dout.size))
     return dx

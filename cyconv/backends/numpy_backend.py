@@ -20,6 +20,8 @@ __all__ = [
     "max_pool2d_backward",
     "avg_pool2d_forward",
     "avg_pool2d_backward",
+    "relu_forward",
+    "relu_backward",
 ]
 
 
@@ -193,3 +195,12 @@ def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_overr
     cols = np.broadcast_to(share[:, :, None, None], share.shape[:2] + (geom.kernel_h, geom.kernel_w)
                            + share.shape[2:])
     return np.ascontiguousarray(col2im(cols, x_shape, geom))
+
+
+def relu_forward(x, n_threads=1):
+    positive = x > 0
+    return np.maximum(x, x.dtype.type(0)), positive
+
+
+def relu_backward(dout, positive, n_threads=1):
+    return dout * positive

@@ -35,8 +35,9 @@ def test_layers_come_from_the_entry_point():
 
 def test_builtin_layers_unchanged():
     """Installing the plugin adds names only: built-in lookups are untouched."""
-    assert cyconv.get_layer("ReLU") is cyconv.ReLU
+    assert cyconv.get_layer("Sigmoid") is cyconv.Sigmoid
     assert cyconv.get_layer("Sigmoid", "numpy") is cyconv.Sigmoid
+    assert cyconv.get_layer("ReLU").__module__ == "cyconv.layers"
 
 
 # The conformance suite cyconv runs on its own layers (shapes, gradients vs finite
