@@ -12,7 +12,9 @@ For every op, dtype and pass (forward, forward+backward) it reports the median
 time in ms of the cython backend, the numpy backend and, when ``torch`` is
 importable, ``torch.nn.functional`` on CPU with the same thread count
 (``torch.set_num_threads``), plus the ratios torch/cython and numpy/cython
-(> 1 means cython is faster), all measured in the same run.
+(> 1 means cython is faster), all measured in the same run: the libraries
+take turns, one call each per round, so that a slow spell on a shared machine
+hits every side of a ratio alike.
 
 Environment.  OpenBLAS reads ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` when
 it is loaded; on some machines these are set to values that halve GEMM speed.
@@ -142,17 +144,29 @@ def _header(threads_list):
 _CLOCK = time.perf_counter
 
 
-def _median_ms(fn, repeats, budget_s):
-    fn()  # warm-up (allocator, caches, lazy imports)
-    times = []
+def _interleaved_median_ms(calls, repeats, budget_s):
+    """Median ms of each ``name: (fn, max_repeats)``, timed in interleaved rounds.
+
+    One call of each function per round, so a slow spell on a shared machine
+    (another tenant, a frequency change) lands on every library alike instead
+    of on whichever happened to run then: the ratios are what is compared.
+    Stops after ``repeats`` rounds, or once ``budget_s`` is spent with at least
+    three timings of each.
+    """
+    for fn, _ in calls.values():
+        fn()  # warm-up (allocator, caches, lazy imports)
+    times = {name: [] for name in calls}
     start = time.perf_counter()
-    while len(times) < repeats:
-        t0 = _CLOCK()
-        fn()
-        times.append((_CLOCK() - t0) * 1e3)
-        if len(times) >= 3 and time.perf_counter() - start > budget_s:
+    for _ in range(repeats):
+        for name, (fn, cap) in calls.items():
+            if len(times[name]) < cap:
+                t0 = _CLOCK()
+                fn()
+                times[name].append((_CLOCK() - t0) * 1e3)
+        if (min(len(t) for t in times.values()) >= 3
+                and time.perf_counter() - start > budget_s):
             break
-    return statistics.median(times)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def _cyconv_calls(op, x, w, b, dy, backend, threads):
@@ -314,16 +328,18 @@ def _run(ops, dtypes, threads, repeats, budget, with_numpy, with_torch, log):
             dy = rng.standard_normal(_out_shape(op)).astype(dtype)
             cy_f, cy_fb, path = _cyconv_calls(op, x, w, b, dy, "cython", threads)
             res = {"op": name, "dtype": np.dtype(dtype).name, "threads": threads, "path": path}
-            res["cython_fwd_ms"] = _median_ms(cy_f, repeats, budget)
-            res["cython_fwdbwd_ms"] = _median_ms(cy_fb, repeats, budget)
-            if with_numpy:
+            passes = {"fwd": {"cython": (cy_f, repeats)}, "fwdbwd": {"cython": (cy_fb, repeats)}}
+            if with_numpy:  # 10-50x slower: fewer rounds
                 np_f, np_fb, _ = _cyconv_calls(op, x, w, b, dy, "numpy", threads)
-                res["numpy_fwd_ms"] = _median_ms(np_f, max(3, repeats // 4), budget / 2)
-                res["numpy_fwdbwd_ms"] = _median_ms(np_fb, max(3, repeats // 4), budget / 2)
+                passes["fwd"]["numpy"] = (np_f, max(3, repeats // 4))
+                passes["fwdbwd"]["numpy"] = (np_fb, max(3, repeats // 4))
             if with_torch:
                 t_f, t_fb = _torch_calls(op, x, w, b, dy)
-                res["torch_fwd_ms"] = _median_ms(t_f, repeats, budget)
-                res["torch_fwdbwd_ms"] = _median_ms(t_fb, repeats, budget)
+                passes["fwd"]["torch"] = (t_f, repeats)
+                passes["fwdbwd"]["torch"] = (t_fb, repeats)
+            for p, calls in passes.items():
+                for lib, ms in _interleaved_median_ms(calls, repeats, budget * len(calls)).items():
+                    res[f"{lib}_{p}_ms"] = ms
             for p in ("fwd", "fwdbwd"):
                 cy = res[f"cython_{p}_ms"]
                 if with_torch:
