@@ -107,9 +107,15 @@ def build_extensions():
         cflags, lflags = openmp
 
     # Never -ffast-math/-Ofast: NaN propagation and exact reductions matter here.
-    compile_args = ["-O3"] + cflags + native_arch_flags()
+    # -ffp-contract=off: GCC fuses a*b+c into one FMA by default, which rounds
+    # differently from NumPy's separate operations; the elementwise kernels
+    # (ReLU, Adam) promise bitwise the NumPy result.  The GEMMs run in BLAS.
+    # -fno-math-errno: sqrt need not set errno (values are unchanged), which is
+    # what lets GCC vectorise a loop that calls it.
+    contract = ["-ffp-contract=off", "-fno-math-errno"]
+    compile_args = ["-O3"] + contract + cflags + native_arch_flags()
     if debug:
-        compile_args = ["-O0", "-g"] + cflags
+        compile_args = ["-O0", "-g"] + contract + cflags
 
     directives = {
         "language_level": 3,

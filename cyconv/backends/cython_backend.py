@@ -20,7 +20,7 @@ import threading
 
 import numpy as np
 
-from cyconv_ext import _conv, _elementwise, _pool
+from cyconv_ext import _conv, _elementwise, _optim, _pool
 
 __all__ = [
     "conv2d_forward",
@@ -174,3 +174,14 @@ def relu_backward(dout, positive, n_threads=1):
     _elementwise.relu_backward(dout.reshape(-1), positive.reshape(-1).view(np.uint8),
                                dx.reshape(-1), _useful_threads(n_threads, dout.size))
     return dx
+
+
+def adam_update(p, g, m, v, lr_t, beta1, beta2, eps, n_threads=1):
+    """One fused Adam step, in place, bitwise NumPy's (see ``cyconv_ext/_optim.pyx``).
+
+    The caller passes C-contiguous, writeable ``p``, ``m``, ``v`` and ``g``
+    of one float dtype.
+    """
+    _optim.adam_update(p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                       float(lr_t), float(beta1), float(beta2), float(eps),
+                       _useful_threads(n_threads, p.size))
