@@ -25,6 +25,13 @@
 # (the backward then uses at most S threads: MAX_SLOTS bounds its
 # parallelism, and the float rounding of dW depends on S, not on threads).
 #
+# im2col / col2im work per kernel tap: where the tap's whole row is inside
+# the input horizontally (stride 1), its rows inside vertically are one
+# strided block copy (add, for col2im) through restrict-qualified C helpers
+# that GCC vectorises even for the 10-pixel rows of LeNet's conv2 (there
+# im2col was 80% of the forward; the block copy made forward+backward 1.3x
+# faster); padded edges keep the per-row loop.
+#
 # dx alternatives (measured, 1 thread, thread CPU time): the default GEMM +
 # col2im above; or, for stride 1, dx as a transposed convolution (im2col of
 # dy + GEMM with flipped weights, no scatter).  The latter was slower in
@@ -112,11 +119,85 @@ cdef inline void _gemm(char ta, char tb, int m, int n, int k,
               &beta, c, &ldc)
 
 
+cdef extern from *:
+    """
+    /* rows x n block copy between distinct buffers (restrict: no alias test,
+       so GCC vectorises even the short rows of small images) */
+    #define CYCONV_COPY_ROWS(T, NAME)                                             \
+    static inline void NAME(const T *CYTHON_RESTRICT src, Py_ssize_t src_rs,      \
+                            T *CYTHON_RESTRICT dst, Py_ssize_t rows, Py_ssize_t n) { \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                   \
+            const T *CYTHON_RESTRICT s = src + r * src_rs;                        \
+            T *CYTHON_RESTRICT d = dst + r * n;                                   \
+            for (Py_ssize_t i = 0; i < n; i++)                                    \
+                d[i] = s[i];                                                      \
+        }                                                                         \
+    }
+    CYCONV_COPY_ROWS(float, cyconv_copy_rows_f)
+    CYCONV_COPY_ROWS(double, cyconv_copy_rows_d)
+    /* the reverse for col2im: dst rows (stride dst_rs) += src rows */
+    #define CYCONV_ADD_ROWS(T, NAME)                                              \
+    static inline void NAME(const T *CYTHON_RESTRICT src, T *CYTHON_RESTRICT dst, \
+                            Py_ssize_t dst_rs, Py_ssize_t rows, Py_ssize_t n) {   \
+        for (Py_ssize_t r = 0; r < rows; r++) {                                   \
+            const T *CYTHON_RESTRICT s = src + r * n;                             \
+            T *CYTHON_RESTRICT d = dst + r * dst_rs;                              \
+            for (Py_ssize_t i = 0; i < n; i++)                                    \
+                d[i] += s[i];                                                     \
+        }                                                                         \
+    }
+    CYCONV_ADD_ROWS(float, cyconv_add_rows_f)
+    CYCONV_ADD_ROWS(double, cyconv_add_rows_d)
+    """
+    void cyconv_copy_rows_f(const float* src, Py_ssize_t src_rs, float* dst, Py_ssize_t rows,
+                            Py_ssize_t n) noexcept nogil
+    void cyconv_copy_rows_d(const double* src, Py_ssize_t src_rs, double* dst, Py_ssize_t rows,
+                            Py_ssize_t n) noexcept nogil
+    void cyconv_add_rows_f(const float* src, float* dst, Py_ssize_t dst_rs, Py_ssize_t rows,
+                           Py_ssize_t n) noexcept nogil
+    void cyconv_add_rows_d(const double* src, double* dst, Py_ssize_t dst_rs, Py_ssize_t rows,
+                           Py_ssize_t n) noexcept nogil
+
+
+cdef inline void _copy_rows(const floating_t* src, index_t src_rs, floating_t* dst,
+                            index_t rows, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_copy_rows_f(src, src_rs, dst, rows, n)
+    else:
+        cyconv_copy_rows_d(src, src_rs, dst, rows, n)
+
+
+cdef inline void _add_rows(const floating_t* src, floating_t* dst, index_t dst_rs,
+                           index_t rows, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_add_rows_f(src, dst, dst_rs, rows, n)
+    else:
+        cyconv_add_rows_d(src, dst, dst_rs, rows, n)
+
+
+cdef inline index_t _first_row_inside(const conv_geom* g, index_t ky, index_t oy0,
+                                      index_t oy1) noexcept nogil:
+    """First output row in [oy0, oy1) whose tap row ky lies inside the input."""
+    cdef index_t a = oy0
+    while a < oy1 and a * g.SH - g.PT + ky * g.DH < 0:
+        a = a + 1
+    return a
+
+
+cdef inline index_t _end_row_inside(const conv_geom* g, index_t ky, index_t a,
+                                    index_t oy1) noexcept nogil:
+    """One past the last output row in [a, oy1) whose tap row ky is inside."""
+    cdef index_t b = oy1
+    while b > a and (b - 1) * g.SH - g.PT + ky * g.DH >= g.H:
+        b = b - 1
+    return b
+
+
 cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
                               floating_t* col,         # OUT (Cg*KH*KW, (oy1-oy0)*OW)
                               const conv_geom* g, index_t Cg, index_t oy0, index_t oy1,
                               const index_t* xlo, const index_t* xhi) noexcept nogil:
-    cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, k = 0
+    cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, a, b, k = 0
     cdef index_t OW = g.OW, SW = g.SW, Pb = (oy1 - oy0) * g.OW
     cdef floating_t* d
     cdef const floating_t* xr
@@ -126,6 +207,21 @@ cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
                 lo = xlo[kx]
                 hi = xhi[kx]
                 ix0 = kx * g.DW - g.PL
+                if SW == 1 and lo == 0 and hi == OW:
+                    # the whole tap row is inside in x: rows [a, b) inside in y
+                    # are one strided block copy, the rest (padding) zeros
+                    a = _first_row_inside(g, ky, oy0, oy1)
+                    b = _end_row_inside(g, ky, a, oy1)
+                    d = col + k * Pb
+                    if a > oy0:
+                        memset(d, 0, (a - oy0) * OW * sizeof(floating_t))
+                    if b > a:
+                        _copy_rows(x + (c * g.H + a * g.SH - g.PT + ky * g.DH) * g.W + ix0,
+                                   g.SH * g.W, d + (a - oy0) * OW, b - a, OW)
+                    if b < oy1:
+                        memset(d + (b - oy0) * OW, 0, (oy1 - b) * OW * sizeof(floating_t))
+                    k = k + 1
+                    continue
                 for oy in range(oy0, oy1):
                     d = col + k * Pb + (oy - oy0) * OW
                     iy = oy * g.SH - g.PT + ky * g.DH
@@ -150,7 +246,7 @@ cdef inline void _col2im_rows(const floating_t* col,   # IN  (Cg*KH*KW, (oy1-oy0
                               floating_t* x,           # IN/OUT (Cg, H, W), accumulated
                               const conv_geom* g, index_t Cg, index_t oy0, index_t oy1,
                               const index_t* xlo, const index_t* xhi) noexcept nogil:
-    cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, k = 0
+    cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, a, b, k = 0
     cdef index_t OW = g.OW, SW = g.SW, Pb = (oy1 - oy0) * g.OW
     cdef const floating_t* s
     cdef floating_t* xr
@@ -160,6 +256,16 @@ cdef inline void _col2im_rows(const floating_t* col,   # IN  (Cg*KH*KW, (oy1-oy0
                 lo = xlo[kx]
                 hi = xhi[kx]
                 ix0 = kx * g.DW - g.PL
+                if SW == 1 and lo == 0 and hi == OW:
+                    # as in _im2col_rows: the rows inside are one strided block
+                    a = _first_row_inside(g, ky, oy0, oy1)
+                    b = _end_row_inside(g, ky, a, oy1)
+                    if b > a:
+                        _add_rows(col + k * Pb + (a - oy0) * OW,
+                                  x + (c * g.H + a * g.SH - g.PT + ky * g.DH) * g.W + ix0,
+                                  g.SH * g.W, b - a, OW)
+                    k = k + 1
+                    continue
                 for oy in range(oy0, oy1):
                     iy = oy * g.SH - g.PT + ky * g.DH
                     if iy < 0 or iy >= g.H:
