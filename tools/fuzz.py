@@ -596,7 +596,7 @@ def layer_case(draw):
             "backend": draw(st.sampled_from((None, "cython", "numpy"))),
             "dout": {"dtype": dtype, "seed": seed + 3,
                      "layout": draw(st.sampled_from(("c", "T", "neg", "ro")))}}
-    if name not in ("Conv2D", "MaxPool2D", "AvgPool2D"):
+    if name not in ("Conv2D", "MaxPool2D", "AvgPool2D", "ReLU"):
         spec["backend"] = None
     spec["expect"] = expectation(spec)
     return spec
@@ -606,7 +606,7 @@ def layer_case(draw):
 def registry_case(draw):
     st = _strategies()
     kind = draw(st.sampled_from(("get", "get", "create", "register", "use_backend")))
-    names = ("Conv2D", "ReLU", "MaxPool2D", "conv2d", "Conv2d", "NoSuchLayer", "", None, 3,
+    names = ("Conv2D", "ReLU", "Sigmoid", "MaxPool2D", "conv2d", "Conv2d", "NoSuchLayer", "", None, 3,
              b"Conv2D", ("Conv2D",), 1.5)
     backends = (None, None, "cython", "numpy", "nope", "", 3, b"numpy")
     spec = {"op": "registry", "kind": kind, "name": draw(st.sampled_from(names)),
@@ -828,7 +828,7 @@ def _layer_expect(spec):
 
 def _registry_expect(spec):
     kind, name, backend = spec["kind"], spec["name"], spec["backend"]
-    known = ("Conv2D", "ReLU", "MaxPool2D")
+    known = ("Conv2D", "ReLU", "Sigmoid", "MaxPool2D")
     if kind == "use_backend":
         bs = spec["backends"]
         if not bs or not all(isinstance(b, str) and b for b in bs):
@@ -857,13 +857,13 @@ def _registry_expect(spec):
         return _raise(["backend"], ("TypeError",))
     if backend is not None and backend not in ("cython", "numpy"):
         return _raise([repr(backend)], LOOKUP_ERRORS)
-    if backend == "cython" and name == "ReLU":
+    if backend == "cython" and name == "Sigmoid":  # NumPy only: never a fallback
         return _raise(["'cython'"], LOOKUP_ERRORS)
     if kind == "create":
         kws = spec["kwargs"]
         valid = {"Conv2D": [{"out_channels": 2, "kernel_size": 3}],
                  "MaxPool2D": [{"kernel_size": 2}],
-                 "ReLU": [{}]}[name]
+                 "ReLU": [{}], "Sigmoid": [{}]}[name]
         if kws in valid:
             return {"kind": "ok"}
         return _raise([k for k in kws] + ["kernel_size", "out_channels", "argument"],
