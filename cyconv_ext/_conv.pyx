@@ -26,11 +26,12 @@
 # parallelism, and the float rounding of dW depends on S, not on threads).
 #
 # im2col / col2im work per kernel tap: where the tap's whole row is inside
-# the input horizontally (stride 1), its rows inside vertically are one
+# the input horizontally, its rows inside vertically are one
 # strided block copy (add, for col2im) through restrict-qualified C helpers
 # that GCC vectorises even for the 10-pixel rows of LeNet's conv2 (there
 # im2col was 80% of the forward; the block copy made forward+backward 1.3x
-# faster); padded edges keep the per-row loop.
+# faster, the strided conv's 1.1-1.2x: steps 1 and 2 are specialised);
+# padded edges keep the per-row loop.
 #
 # dx alternatives (measured, 1 thread, thread CPU time): the default GEMM +
 # col2im above; or, for stride 1, dx as a transposed convolution (im2col of
@@ -125,54 +126,77 @@ cdef extern from *:
        so GCC vectorises even the short rows of small images) */
     #define CYCONV_COPY_ROWS(T, NAME)                                             \
     static inline void NAME(const T *CYTHON_RESTRICT src, Py_ssize_t src_rs,      \
-                            T *CYTHON_RESTRICT dst, Py_ssize_t rows, Py_ssize_t n) { \
+                            Py_ssize_t sw, T *CYTHON_RESTRICT dst, Py_ssize_t rows, \
+                            Py_ssize_t n) {                                       \
         for (Py_ssize_t r = 0; r < rows; r++) {                                   \
             const T *CYTHON_RESTRICT s = src + r * src_rs;                        \
             T *CYTHON_RESTRICT d = dst + r * n;                                   \
             for (Py_ssize_t i = 0; i < n; i++)                                    \
-                d[i] = s[i];                                                      \
+                d[i] = s[i * sw];                                                 \
         }                                                                         \
     }
     CYCONV_COPY_ROWS(float, cyconv_copy_rows_f)
     CYCONV_COPY_ROWS(double, cyconv_copy_rows_d)
-    /* the reverse for col2im: dst rows (stride dst_rs) += src rows */
+    /* the reverse for col2im: dst rows (stride dst_rs, step sw) += src rows */
     #define CYCONV_ADD_ROWS(T, NAME)                                              \
     static inline void NAME(const T *CYTHON_RESTRICT src, T *CYTHON_RESTRICT dst, \
-                            Py_ssize_t dst_rs, Py_ssize_t rows, Py_ssize_t n) {   \
+                            Py_ssize_t dst_rs, Py_ssize_t sw, Py_ssize_t rows,    \
+                            Py_ssize_t n) {                                       \
         for (Py_ssize_t r = 0; r < rows; r++) {                                   \
             const T *CYTHON_RESTRICT s = src + r * n;                             \
             T *CYTHON_RESTRICT d = dst + r * dst_rs;                              \
             for (Py_ssize_t i = 0; i < n; i++)                                    \
-                d[i] += s[i];                                                     \
+                d[i * sw] += s[i];                                                \
         }                                                                         \
     }
     CYCONV_ADD_ROWS(float, cyconv_add_rows_f)
     CYCONV_ADD_ROWS(double, cyconv_add_rows_d)
     """
-    void cyconv_copy_rows_f(const float* src, Py_ssize_t src_rs, float* dst, Py_ssize_t rows,
-                            Py_ssize_t n) noexcept nogil
-    void cyconv_copy_rows_d(const double* src, Py_ssize_t src_rs, double* dst, Py_ssize_t rows,
-                            Py_ssize_t n) noexcept nogil
-    void cyconv_add_rows_f(const float* src, float* dst, Py_ssize_t dst_rs, Py_ssize_t rows,
-                           Py_ssize_t n) noexcept nogil
-    void cyconv_add_rows_d(const double* src, double* dst, Py_ssize_t dst_rs, Py_ssize_t rows,
-                           Py_ssize_t n) noexcept nogil
+    void cyconv_copy_rows_f(const float* src, Py_ssize_t src_rs, Py_ssize_t sw, float* dst,
+                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+    void cyconv_copy_rows_d(const double* src, Py_ssize_t src_rs, Py_ssize_t sw, double* dst,
+                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+    void cyconv_add_rows_f(const float* src, float* dst, Py_ssize_t dst_rs, Py_ssize_t sw,
+                           Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+    void cyconv_add_rows_d(const double* src, double* dst, Py_ssize_t dst_rs, Py_ssize_t sw,
+                           Py_ssize_t rows, Py_ssize_t n) noexcept nogil
 
 
-cdef inline void _copy_rows(const floating_t* src, index_t src_rs, floating_t* dst,
+cdef inline void _copy_rows(const floating_t* src, index_t src_rs, index_t sw, floating_t* dst,
                             index_t rows, index_t n) noexcept nogil:
+    # literal steps 1 and 2 let the compiler specialise the (inlined) loop
     if floating_t is float:
-        cyconv_copy_rows_f(src, src_rs, dst, rows, n)
+        if sw == 1:
+            cyconv_copy_rows_f(src, src_rs, 1, dst, rows, n)
+        elif sw == 2:
+            cyconv_copy_rows_f(src, src_rs, 2, dst, rows, n)
+        else:
+            cyconv_copy_rows_f(src, src_rs, sw, dst, rows, n)
     else:
-        cyconv_copy_rows_d(src, src_rs, dst, rows, n)
+        if sw == 1:
+            cyconv_copy_rows_d(src, src_rs, 1, dst, rows, n)
+        elif sw == 2:
+            cyconv_copy_rows_d(src, src_rs, 2, dst, rows, n)
+        else:
+            cyconv_copy_rows_d(src, src_rs, sw, dst, rows, n)
 
 
-cdef inline void _add_rows(const floating_t* src, floating_t* dst, index_t dst_rs,
+cdef inline void _add_rows(const floating_t* src, floating_t* dst, index_t dst_rs, index_t sw,
                            index_t rows, index_t n) noexcept nogil:
     if floating_t is float:
-        cyconv_add_rows_f(src, dst, dst_rs, rows, n)
+        if sw == 1:
+            cyconv_add_rows_f(src, dst, dst_rs, 1, rows, n)
+        elif sw == 2:
+            cyconv_add_rows_f(src, dst, dst_rs, 2, rows, n)
+        else:
+            cyconv_add_rows_f(src, dst, dst_rs, sw, rows, n)
     else:
-        cyconv_add_rows_d(src, dst, dst_rs, rows, n)
+        if sw == 1:
+            cyconv_add_rows_d(src, dst, dst_rs, 1, rows, n)
+        elif sw == 2:
+            cyconv_add_rows_d(src, dst, dst_rs, 2, rows, n)
+        else:
+            cyconv_add_rows_d(src, dst, dst_rs, sw, rows, n)
 
 
 cdef inline index_t _first_row_inside(const conv_geom* g, index_t ky, index_t oy0,
@@ -207,7 +231,7 @@ cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
                 lo = xlo[kx]
                 hi = xhi[kx]
                 ix0 = kx * g.DW - g.PL
-                if SW == 1 and lo == 0 and hi == OW:
+                if lo == 0 and hi == OW:
                     # the whole tap row is inside in x: rows [a, b) inside in y
                     # are one strided block copy, the rest (padding) zeros
                     a = _first_row_inside(g, ky, oy0, oy1)
@@ -217,7 +241,7 @@ cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
                         memset(d, 0, (a - oy0) * OW * sizeof(floating_t))
                     if b > a:
                         _copy_rows(x + (c * g.H + a * g.SH - g.PT + ky * g.DH) * g.W + ix0,
-                                   g.SH * g.W, d + (a - oy0) * OW, b - a, OW)
+                                   g.SH * g.W, SW, d + (a - oy0) * OW, b - a, OW)
                     if b < oy1:
                         memset(d + (b - oy0) * OW, 0, (oy1 - b) * OW * sizeof(floating_t))
                     k = k + 1
@@ -256,14 +280,14 @@ cdef inline void _col2im_rows(const floating_t* col,   # IN  (Cg*KH*KW, (oy1-oy0
                 lo = xlo[kx]
                 hi = xhi[kx]
                 ix0 = kx * g.DW - g.PL
-                if SW == 1 and lo == 0 and hi == OW:
+                if lo == 0 and hi == OW:
                     # as in _im2col_rows: the rows inside are one strided block
                     a = _first_row_inside(g, ky, oy0, oy1)
                     b = _end_row_inside(g, ky, a, oy1)
                     if b > a:
                         _add_rows(col + k * Pb + (a - oy0) * OW,
                                   x + (c * g.H + a * g.SH - g.PT + ky * g.DH) * g.W + ix0,
-                                  g.SH * g.W, b - a, OW)
+                                  g.SH * g.W, SW, b - a, OW)
                     k = k + 1
                     continue
                 for oy in range(oy0, oy1):
