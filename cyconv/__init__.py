@@ -1,4 +1,4 @@
-"""cyconv: CNN layers on NumPy arrays, with compiled Cython/OpenMP conv and pooling.
+"""cyconv: CNN layers on NumPy arrays, with compiled Cython/OpenMP conv, pooling and ReLU.
 
 Quick start::
 

@@ -394,7 +394,7 @@ def build_parser():
                        help="weight init: he, xavier or a std (default: the model's)")
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--backend", default=None,
-                       help="conv/pool backend, e.g. cython or numpy (default: the fastest)")
+                       help="conv/pool/ReLU backend, e.g. cython or numpy (default: the fastest)")
     train.add_argument("--threads", type=_nonzero_int, default=None)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="FILE.npz", default=None)

@@ -1,7 +1,7 @@
 """The layer registry: layer name and backend are two separate keys.
 
 ``(name, backend) -> layer class``.  The built-in backends are ``"numpy"``
-(the reference) and ``"cython"`` (compiled conv/pool kernels); their names are
+(the reference) and ``"cython"`` (compiled conv, pooling and ReLU kernels); their names are
 reserved for cyconv itself.  Plugins add new names or new backends.
 
 Lookup rules

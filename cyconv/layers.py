@@ -70,7 +70,7 @@ class Layer:
         ``forward(x, t)`` returns a scalar loss and ``backward(dout=1)`` its
         gradient (``SoftmaxWithLoss``).
     kernels : module or None
-        The backend kernel set (conv/pool layers only).
+        The backend kernel set (conv, pooling and ReLU layers only).
     """
 
     name = None

@@ -1,7 +1,9 @@
-"""The compiled kernels (Cython + OpenMP), behind the six-function kernel contract.
+"""The compiled kernels (Cython + OpenMP), behind the kernel contract of :mod:`cyconv.backends`.
 
 Each function allocates its outputs and hands them to a kernel in
-:mod:`cyconv_ext._conv` or :mod:`cyconv_ext._pool` (see the "Design:" comment
+:mod:`cyconv_ext._conv`, :mod:`cyconv_ext._pool` or :mod:`cyconv_ext._elementwise`
+(ReLU); ``adam_update`` serves :class:`cyconv.optim.Adam` from
+:mod:`cyconv_ext._optim` (see the "Design:" comment
 at the top of each for loop order, parallelisation and workspace).  Inputs are
 assumed validated by the public boundary (see :mod:`cyconv.backends`);
 ``np.ascontiguousarray`` is applied defensively (a no-op for conforming
