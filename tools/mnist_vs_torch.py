@@ -7,6 +7,10 @@ affine 100 - ReLU - affine 10) on MNIST t10k images 0-7999 and test on
 8000-9999: Adam lr 1e-3, batch 100, 20 epochs, weights N(0, 0.01), zero biases,
 float32, each epoch a fresh permutation of the training set drawn from
 ``numpy.random.default_rng(seed)`` (the same batches for both libraries).
+PyTorch starts from the very weights cyconv's ``SimpleConvNet(seed=seed)``
+draws (``--own-init`` lets torch draw its own instead), so each seed is a
+paired comparison: the two runs differ only by floating-point rounding, which
+grows over 20 epochs into different but equally likely end points.
 cyconv runs exactly what ``cyconv train --data mnist`` runs (its Trainer);
 PyTorch gets the same network in ``torch.nn`` with ``torch.optim.Adam``.
 Each reports the final test accuracy and the training time (optimizer steps
@@ -62,10 +66,20 @@ def run_cyconv(data, seed, epochs, threads):
                       optimizer="adam", optimizer_params={"lr": 1e-3}, seed=seed,
                       progress=False)
     history = trainer.train()
-    return history.test_acc[-1], history.train_time
+    return list(history.test_acc), history.train_time
 
 
-def run_torch(data, seed, epochs, threads):
+def initial_params(seed):
+    """The weights cyconv's SimpleConvNet starts from for ``seed``."""
+    import numpy as np
+
+    from cyconv.nn import SimpleConvNet
+
+    net = SimpleConvNet((1, 28, 28), weight_init=0.01, dtype=np.float32, seed=seed)
+    return {key: array.copy() for key, array in net.params.items()}
+
+
+def run_torch(data, seed, epochs, threads, init=None):
     import numpy as np
     import torch
     from torch import nn
@@ -76,15 +90,25 @@ def run_torch(data, seed, epochs, threads):
     net = nn.Sequential(nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
                         nn.Linear(30 * 12 * 12, 100), nn.ReLU(), nn.Linear(100, 10))
     with torch.no_grad():
-        for module in net:
-            if hasattr(module, "weight"):
-                module.weight.normal_(0.0, 0.01)
-                module.bias.zero_()
+        if init is None:
+            for module in net:
+                if hasattr(module, "weight"):
+                    module.weight.normal_(0.0, 0.01)
+                    module.bias.zero_()
+        else:  # torch's Flatten is a module, so its later indices are one higher
+            for torch_index, cyconv_index in ((0, 0), (4, 3), (6, 5)):
+                weight = init[f"{cyconv_index}.W"]
+                if weight.ndim == 2:  # cyconv's Affine W is (in, out); Linear's is (out, in)
+                    weight = weight.T.copy()
+                net[torch_index].weight.copy_(torch.from_numpy(weight))
+                net[torch_index].bias.copy_(torch.from_numpy(init[f"{cyconv_index}.b"]))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     x = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
     t = torch.from_numpy(np.asarray(t_train, dtype=np.int64))
+    x_eval = torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32))
     rng = np.random.default_rng(seed)  # the Trainer's shuffling, batch for batch
     train_time = 0.0
+    test_acc = []
     for _ in range(epochs):
         order = torch.from_numpy(rng.permutation(len(x)))
         t0 = time.perf_counter()
@@ -95,10 +119,10 @@ def run_torch(data, seed, epochs, threads):
             loss.backward()
             opt.step()
         train_time += time.perf_counter() - t0
-    with torch.no_grad():
-        scores = net(torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)))
-    acc = float((scores.argmax(1).numpy() == np.asarray(t_test)).mean())
-    return acc, train_time
+        with torch.no_grad():
+            scores = net(x_eval)
+        test_acc.append(float((scores.argmax(1).numpy() == np.asarray(t_test)).mean()))
+    return test_acc, train_time
 
 
 def main(argv=None):
@@ -109,6 +133,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--own-init", action="store_true",
+                        help="torch draws its own N(0, 0.01) weights instead of cyconv's")
     parser.add_argument("--no-reexec", action="store_true")
     args = parser.parse_args(argv)
     _reexec(argv)
@@ -124,17 +150,32 @@ def main(argv=None):
           f"{args.epochs} epochs, std 0.01, float32, {args.threads} threads")
     results = {name: [] for name in runners}
     for seed in args.seeds:
+        init = None if args.own_init else initial_params(seed)
         for name, run in runners.items():  # alternate, so load drifts hit both alike
-            acc, secs = run(data, seed, args.epochs, args.threads)
-            results[name].append((acc, secs))
-            print(f"seed {seed}  {name:12s} test accuracy {acc:.2%}  training {secs:.1f} s",
-                  flush=True)
+            extra = {"init": init} if run is run_torch else {}
+            curve, secs = run(data, seed, args.epochs, args.threads, **extra)
+            results[name].append((curve, secs))
+            print(f"seed {seed}  {name:12s} test accuracy {curve[-1]:.2%}  "
+                  f"training {secs:.1f} s", flush=True)
+    target = 0.98
     for name, rows in results.items():
-        accs = [a for a, _ in rows]
+        finals = [curve[-1] for curve, _ in rows]
         secs = [s for _, s in rows]
-        print(f"{name:12s} accuracy median {statistics.median(accs):.2%} "
-              f"mean {statistics.mean(accs):.2%} (min {min(accs):.2%}, max {max(accs):.2%}); "
+        spread = statistics.stdev(finals) if len(finals) > 1 else 0.0
+        print(f"{name:12s} final accuracy median {statistics.median(finals):.2%} "
+              f"mean {statistics.mean(finals):.2%} sd {spread:.2%} "
+              f"(min {min(finals):.2%}, max {max(finals):.2%}); "
+              f"{sum(a >= target for a in finals)}/{len(finals)} seeds >= {target:.1%}; "
               f"training time median {statistics.median(secs):.1f} s")
+        means = [statistics.mean(curve[e] for curve, _ in rows) for e in range(args.epochs)]
+        print(f"{'':12s} mean accuracy by epoch: "
+              + " ".join(f"{a * 100:.2f}" for a in means))
+    if len(results) == 2 and len(args.seeds) > 1:
+        (_, ours), (_, theirs) = results.items()
+        diffs = [a[0][-1] - b[0][-1] for a, b in zip(ours, theirs)]
+        error = statistics.stdev(diffs) / len(diffs) ** 0.5
+        print(f"paired difference cyconv - torch: mean {statistics.mean(diffs) * 100:+.2f} "
+              f"points, standard error {error * 100:.2f}")
     return 0
 
 
