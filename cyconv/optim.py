@@ -8,16 +8,22 @@ keeps its state (velocities, squared-gradient sums...) per key.
 SGD        ``p -= lr * g``
 Momentum   ``v = momentum * v - lr * g; p += v``
 Nesterov   ``v = momentum * v - lr * g; p += momentum**2 * v - (1 + momentum) * lr * g``
-AdaGrad    ``h += g * g; p -= lr * g / (sqrt(h) + 1e-7)``
-RMSprop    ``h = decay * h + (1 - decay) * g * g; p -= lr * g / (sqrt(h) + 1e-7)``
+AdaGrad    ``h += g * g; p -= lr * g / (sqrt(h) + eps)``
+RMSprop    ``h = decay * h + (1 - decay) * g * g; p -= lr * g / (sqrt(h) + eps)``
 Adam       ``lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)``;
            ``m += (1 - beta1) * (g - m); v += (1 - beta2) * (g*g - v)``;
-           ``p -= lr_t * m / (sqrt(v) + 1e-7)``
+           ``p -= lr_t * m / (sqrt(v) + eps)``
 =========  ==========================================================================
+
+``eps`` defaults to the textbook's 1e-7.  PyTorch adds Adam's ``eps`` to the
+bias-corrected ``sqrt(v / (1 - beta2**t))`` instead; ``Adam(eps=1e-8,
+eps_placement="sqrt_v_hat")`` is PyTorch's ``torch.optim.Adam`` step (up to
+rounding).
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -36,7 +42,7 @@ __all__ = [
     "get_optimizer",
 ]
 
-EPS = 1e-7
+EPS = 1e-7  # the textbook's
 
 
 def _check_rate(value, name, *, upper=None):
@@ -44,6 +50,12 @@ def _check_rate(value, name, *, upper=None):
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     if upper is not None and not value < upper:
         raise ValueError(f"{name} must be < {upper}, got {value!r}")
+    return float(value)
+
+
+def _check_eps(value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < np.inf:
+        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
     return float(value)
 
 
@@ -129,22 +141,24 @@ class Nesterov(Optimizer):
 class AdaGrad(Optimizer):
     """Per-parameter learning rates from the accumulated squared gradients."""
 
-    def __init__(self, lr=0.01):
+    def __init__(self, lr=0.01, eps=EPS):
         super().__init__(lr)
+        self.eps = _check_eps(eps)
 
     def update(self, params, grads):
         for key, p, g in self._pairs(params, grads):
             h = self._slot(key, p, "h")
             h += g * g
-            p -= self.lr * g / (np.sqrt(h) + EPS)
+            p -= self.lr * g / (np.sqrt(h) + self.eps)
 
 
 class RMSprop(Optimizer):
     """AdaGrad with an exponential moving average of the squared gradients."""
 
-    def __init__(self, lr=0.01, decay_rate=0.99):
+    def __init__(self, lr=0.01, decay_rate=0.99, eps=EPS):
         super().__init__(lr)
         self.decay_rate = _check_fraction(decay_rate, "decay_rate")
+        self.eps = _check_eps(eps)
 
     def update(self, params, grads):
         d = self.decay_rate
@@ -152,7 +166,7 @@ class RMSprop(Optimizer):
             h = self._slot(key, p, "h")
             h *= d
             h += (1 - d) * g * g
-            p -= self.lr * g / (np.sqrt(h) + EPS)
+            p -= self.lr * g / (np.sqrt(h) + self.eps)
 
 
 def _fused_adam():
@@ -174,16 +188,31 @@ def _fusable(p, g, m, v):
 class Adam(Optimizer):
     """Adam (Kingma & Ba), with the bias correction folded into the step size.
 
+    ``eps_placement`` says where ``eps`` is added: ``"sqrt_v"`` (the
+    default) adds it to ``sqrt(v)``, as the textbook (and Keras) do;
+    ``"sqrt_v_hat"`` adds it to the bias-corrected ``sqrt(v / (1 -
+    beta2**t))``, as the paper's Algorithm 1 and PyTorch do.  The two differ
+    only while ``sqrt(v)`` is as small as ``eps`` (early steps, tiny
+    gradients); on the MNIST recipe of ``tools/mnist_vs_torch.py`` they reach
+    the same accuracy (docs/tutorial.md).
+
     Where the compiled extension is built, a contiguous parameter whose
     gradient has its dtype is updated by one fused pass
     (``cyconv_ext/_optim.pyx``) that is bitwise identical to the NumPy code
     below; anything else takes the NumPy code.
     """
 
-    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+    EPS_PLACEMENTS = ("sqrt_v", "sqrt_v_hat")
+
+    def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=EPS, *, eps_placement="sqrt_v"):
         super().__init__(lr)
         self.beta1 = _check_fraction(beta1, "beta1")
         self.beta2 = _check_fraction(beta2, "beta2")
+        self.eps = _check_eps(eps)
+        if eps_placement not in self.EPS_PLACEMENTS:
+            raise ValueError(f"eps_placement must be one of {self.EPS_PLACEMENTS}, "
+                             f"got {eps_placement!r}")
+        self.eps_placement = eps_placement
         self.iter = 0
         self._fused = _fused_adam()
 
@@ -191,6 +220,9 @@ class Adam(Optimizer):
         self.iter += 1
         b1, b2 = self.beta1, self.beta2
         lr_t = self.lr * np.sqrt(1.0 - b2 ** self.iter) / (1.0 - b1 ** self.iter)
+        eps = self.eps
+        if self.eps_placement == "sqrt_v_hat":  # sqrt(v_hat) + eps == (sqrt(v) + eps_t) / c
+            eps *= math.sqrt(1.0 - b2 ** self.iter)  # a Python float: NumPy adds it in T
         threads = None
         for key, p, g in self._pairs(params, grads):
             m = self._slot(key, p, "m")
@@ -198,7 +230,7 @@ class Adam(Optimizer):
             if self._fused is not None and _fusable(p, g, m, v):
                 if threads is None:
                     threads = resolve_num_threads(None)
-                self._fused(p, g, m, v, lr_t, b1, b2, EPS, threads)
+                self._fused(p, g, m, v, lr_t, b1, b2, eps, threads)
                 continue
             buf = self._slot(key, p, "buf")  # scratch: no temporaries per step
             np.subtract(g, m, out=buf, casting="same_kind")
@@ -209,7 +241,7 @@ class Adam(Optimizer):
             buf *= 1 - b2
             v += buf                                    # v += (1 - b2) * (g*g - v)
             np.sqrt(v, out=buf)
-            buf += EPS
+            buf += eps
             np.divide(m, buf, out=buf)
             buf *= lr_t
             p -= buf                                    # p -= lr_t * m / (sqrt(v) + eps)

@@ -82,8 +82,106 @@ def test_adam_first_and_second_step():
     np.testing.assert_allclose(p["w"], w1 - lr_t * m / (np.sqrt(v) + 1e-7))
 
 
+def test_eps_is_a_parameter_of_the_adaptive_optimizers():
+    p, g = one_param()
+    optim.AdaGrad(lr=0.1, eps=0.5).update(p, g)
+    np.testing.assert_allclose(p["w"], [1 - 0.1 * 0.5 / (0.5 + 0.5), -2 - 0.1 * 0.25 / 0.75])
+    p, g = one_param()
+    optim.RMSprop(lr=0.1, decay_rate=0.0, eps=0.25).update(p, g)
+    np.testing.assert_allclose(p["w"], [1 - 0.1 * 0.5 / 0.75, -2 - 0.1 * 0.25 / 0.5])
+    p, g = one_param()
+    optim.Adam(lr=0.1, eps=0.25).update(p, g)
+    lr_t = 0.1 * np.sqrt(1 - 0.999) / (1 - 0.9)
+    np.testing.assert_allclose(p["w"], [1.0, -2.0] - lr_t * 0.1 * g["w"] / (np.sqrt(0.001) * g["w"] + 0.25))
+    for bad in (-1e-8, float("nan"), float("inf"), True, "1e-8"):
+        for make in (lambda e: optim.AdaGrad(eps=e), lambda e: optim.RMSprop(eps=e),
+                     lambda e: optim.Adam(eps=e)):
+            with pytest.raises(ValueError, match="eps must be"):
+                make(bad)
+    with pytest.raises(ValueError, match="eps_placement must be one of"):
+        optim.Adam(eps_placement="v_hat")
+
+
+def pytorch_adam_steps(w, grads, lr, beta1, beta2, eps):
+    """torch.optim.Adam's documented algorithm (eps added to sqrt(v_hat)), by hand."""
+    m = np.zeros_like(w)
+    v = np.zeros_like(w)
+    for t, g in enumerate(grads, start=1):
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        w = w - lr * (m / (1 - beta1 ** t)) / (np.sqrt(v / (1 - beta2 ** t)) + eps)
+    return w
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_adam_eps_on_sqrt_v_hat_is_the_pytorch_step(fused):
+    """Gradients as small as eps are where the two placements part: the
+    default (the textbook's) damps them more in early steps than PyTorch's."""
+    rng = np.random.default_rng(1)
+    w0 = rng.standard_normal(50)
+    grads = [rng.standard_normal(50) * 10.0 ** rng.integers(-9, 0, 50) for _ in range(5)]
+    expected = pytorch_adam_steps(w0, grads, 0.01, 0.9, 0.999, 1e-8)
+    results = {}
+    for placement in ("sqrt_v", "sqrt_v_hat"):
+        p = {"w": w0.copy()}
+        opt = optim.Adam(lr=0.01, eps=1e-8, eps_placement=placement)
+        if not fused:
+            opt._fused = None
+        for g in grads:
+            opt.update(p, {"w": g})
+        results[placement] = p["w"]
+    np.testing.assert_allclose(results["sqrt_v_hat"], expected, rtol=1e-13, atol=1e-15)
+    assert np.abs(results["sqrt_v"] - expected).max() > 1e-3  # a real difference
+
+
+def test_adam_sqrt_v_hat_tracks_torch_training():
+    """SimpleConvNet-style training on cyconv (any backend) and on torch from
+    the same weights and batches: with PyTorch's eps placement the weights
+    stay together over 20 Adam steps (rounding only); with the textbook's they
+    part at the first step, by about one learning rate."""
+    torch = pytest.importorskip("torch", reason="torch not installed: optional oracle test")
+    from torch import nn
+
+    rng = np.random.default_rng(0)
+    x = rng.random((200, 1, 12, 12))
+    t = rng.integers(0, 10, 200)
+    start = Sequential([cyconv.Conv2D(6, 5), cyconv.ReLU(), cyconv.MaxPool2D(2),
+                        cyconv.Affine(20), cyconv.ReLU(), cyconv.Affine(10)],
+                       input_shape=(1, 12, 12), weight_init=0.01, seed=0).params
+    drift = {}
+    for placement in ("sqrt_v", "sqrt_v_hat"):
+        net = Sequential([cyconv.Conv2D(6, 5), cyconv.ReLU(), cyconv.MaxPool2D(2),
+                          cyconv.Affine(20), cyconv.ReLU(), cyconv.Affine(10)],
+                         input_shape=(1, 12, 12), weight_init=0.01, seed=0)
+        ref = nn.Sequential(nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                            nn.Linear(6 * 4 * 4, 20), nn.ReLU(), nn.Linear(20, 10)).double()
+        pairs = ((ref[0], "0"), (ref[4], "3"), (ref[6], "5"))
+        with torch.no_grad():
+            for module, key in pairs:
+                w = start[key + ".W"]
+                module.weight.copy_(torch.from_numpy(w if w.ndim == 4 else w.T.copy()))
+                module.bias.copy_(torch.from_numpy(start[key + ".b"]))
+        ours = optim.Adam(lr=1e-3, eps=1e-8, eps_placement=placement)
+        theirs = torch.optim.Adam(ref.parameters(), lr=1e-3, eps=1e-8)
+        for _ in range(20):
+            idx = rng.permutation(200)[:20]
+            ours.update(net.params, net.gradient(x[idx], t[idx]))
+            theirs.zero_grad()
+            nn.functional.cross_entropy(ref(torch.from_numpy(x[idx])),
+                                        torch.from_numpy(t[idx])).backward()
+            theirs.step()
+        drift[placement] = max(
+            np.abs(module.weight.detach().numpy()
+                   - (net.params[key + ".W"] if net.params[key + ".W"].ndim == 4
+                      else net.params[key + ".W"].T)).max()
+            for module, key in pairs)
+    assert drift["sqrt_v_hat"] < 1e-10, drift  # float64: 1e-16 seen
+    assert drift["sqrt_v"] > 1e-4, drift
+
+
+@pytest.mark.parametrize("placement", optim.Adam.EPS_PLACEMENTS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_adam_fused_pass_is_bitwise_the_numpy_code(monkeypatch, dtype):
+def test_adam_fused_pass_is_bitwise_the_numpy_code(monkeypatch, dtype, placement):
     """The compiled one-pass Adam (contiguous same-dtype arrays) and the NumPy
     code give identical bits over several steps, for any thread count; odd
     layouts (a strided parameter, a float64 gradient for float32 weights) take
@@ -102,7 +200,7 @@ def test_adam_fused_pass_is_bitwise_the_numpy_code(monkeypatch, dtype):
     for fused, threads in ((False, 1), (True, 1), (True, 2), (True, 3)):
         params = {k: v.copy() for k, v in start.items()}
         arrays = dict(params)
-        opt = optim.Adam(lr=0.01)
+        opt = optim.Adam(lr=0.01, eps_placement=placement)
         if not fused:
             opt._fused = None
         monkeypatch.setattr(cyconv._threads, "_global_setting", threads)

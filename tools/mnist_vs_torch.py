@@ -9,8 +9,12 @@ float32, each epoch a fresh permutation of the training set drawn from
 ``numpy.random.default_rng(seed)`` (the same batches for both libraries).
 PyTorch starts from the very weights cyconv's ``SimpleConvNet(seed=seed)``
 draws (``--own-init`` lets torch draw its own instead), so each seed is a
-paired comparison: the two runs differ only by floating-point rounding, which
-grows over 20 epochs into different but equally likely end points.
+paired comparison.  The two Adams differ in where eps goes: cyconv's default
+is the textbook's (1e-7 added to ``sqrt(v)``), PyTorch's is 1e-8 added to the
+bias-corrected ``sqrt(v_hat)``.  ``--torch-adam`` gives cyconv PyTorch's
+(``Adam(eps=1e-8, eps_placement="sqrt_v_hat")``); then the two runs differ
+only by floating-point rounding, which over 20 epochs still grows into
+different, equally likely end points.
 cyconv runs exactly what ``cyconv train --data mnist`` runs (its Trainer);
 PyTorch gets the same network in ``torch.nn`` with ``torch.optim.Adam``.
 Each reports the final test accuracy and the training time (optimizer steps
@@ -52,7 +56,7 @@ def load(data_dir):
     return x[:8000], t[:8000], x[8000:10000], t[8000:10000]
 
 
-def run_cyconv(data, seed, epochs, threads):
+def run_cyconv(data, seed, epochs, threads, adam=None):
     import numpy as np
 
     import cyconv
@@ -63,7 +67,7 @@ def run_cyconv(data, seed, epochs, threads):
     cyconv.set_num_threads(threads)
     net = SimpleConvNet((1, 28, 28), weight_init=0.01, dtype=np.float32, seed=seed)
     trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=epochs, batch_size=100,
-                      optimizer="adam", optimizer_params={"lr": 1e-3}, seed=seed,
+                      optimizer="adam", optimizer_params={"lr": 1e-3, **(adam or {})}, seed=seed,
                       progress=False)
     history = trainer.train()
     return list(history.test_acc), history.train_time
@@ -133,6 +137,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--torch-adam", action="store_true",
+                        help="cyconv's Adam adds eps=1e-8 to sqrt(v_hat), as PyTorch's does")
     parser.add_argument("--own-init", action="store_true",
                         help="torch draws its own N(0, 0.01) weights instead of cyconv's")
     parser.add_argument("--no-reexec", action="store_true")
@@ -146,13 +152,20 @@ def main(argv=None):
             runners["torch " + torch.__version__.split("+")[0]] = run_torch
         except ImportError:
             print("torch is not importable: cyconv only")
+    adam_eps = "PyTorch's" if args.torch_adam else "the textbook's"
+    weights = "its own" if args.own_init else "cyconv's"
     print(f"MNIST t10k 0-7999 / 8000-9999, SimpleConvNet, Adam 1e-3, batch 100, "
-          f"{args.epochs} epochs, std 0.01, float32, {args.threads} threads")
+          f"{args.epochs} epochs, std 0.01, float32, {args.threads} threads; "
+          f"cyconv's Adam eps: {adam_eps}; torch's initial weights: {weights}")
     results = {name: [] for name in runners}
     for seed in args.seeds:
         init = None if args.own_init else initial_params(seed)
         for name, run in runners.items():  # alternate, so load drifts hit both alike
-            extra = {"init": init} if run is run_torch else {}
+            if run is run_torch:
+                extra = {"init": init}
+            else:
+                extra = {"adam": {"eps": 1e-8, "eps_placement": "sqrt_v_hat"}
+                         if args.torch_adam else None}
             curve, secs = run(data, seed, args.epochs, args.threads, **extra)
             results[name].append((curve, secs))
             print(f"seed {seed}  {name:12s} test accuracy {curve[-1]:.2%}  "
