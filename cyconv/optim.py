@@ -23,6 +23,7 @@ rounding).
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 
@@ -92,7 +93,11 @@ class Optimizer:
         raise NotImplementedError
 
     def __repr__(self):
-        return f"{type(self).__name__}(lr={self.lr})"
+        # like scikit-learn's estimators: the constructor's arguments, as set
+        names = inspect.signature(type(self).__init__).parameters
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in names
+                         if name != "self" and hasattr(self, name))
+        return f"{type(self).__name__}({args})"
 
 
 class SGD(Optimizer):

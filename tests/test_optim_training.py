@@ -228,6 +228,21 @@ def test_float32_params_stay_float32_and_in_place():
         assert p["w"] is arr and arr.dtype == np.float32
 
 
+def test_repr_shows_every_setting_and_rebuilds_the_optimizer():
+    opt = optim.Adam(lr=0.01, beta2=0.99, eps=1e-8, eps_placement="sqrt_v_hat")
+    assert repr(opt) == ("Adam(lr=0.01, beta1=0.9, beta2=0.99, eps=1e-08, "
+                         "eps_placement='sqrt_v_hat')")
+    for cls in optim.OPTIMIZERS.values():
+        again = eval(repr(cls()), vars(optim))
+        assert type(again) is cls and repr(again) == repr(cls())
+
+    class Custom(optim.SGD):
+        def __init__(self, lr=0.1, schedule=None):  # a setting it does not store
+            super().__init__(lr)
+
+    assert repr(Custom()) == "Custom(lr=0.1)"
+
+
 def test_get_optimizer_and_errors():
     assert isinstance(optim.get_optimizer("ADAM", lr=0.1), optim.Adam)
     sgd = optim.SGD()
