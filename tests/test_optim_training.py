@@ -145,9 +145,10 @@ def test_adam_sqrt_v_hat_tracks_torch_training():
     rng = np.random.default_rng(0)
     x = rng.random((200, 1, 12, 12))
     t = rng.integers(0, 10, 200)
-    start = Sequential([cyconv.Conv2D(6, 5), cyconv.ReLU(), cyconv.MaxPool2D(2),
-                        cyconv.Affine(20), cyconv.ReLU(), cyconv.Affine(10)],
-                       input_shape=(1, 12, 12), weight_init=0.01, seed=0).params
+
+    def as_torch(w):  # cyconv's Affine W is (in, out), torch's Linear weight (out, in)
+        return w if w.ndim == 4 else w.T
+
     drift = {}
     for placement in ("sqrt_v", "sqrt_v_hat"):
         net = Sequential([cyconv.Conv2D(6, 5), cyconv.ReLU(), cyconv.MaxPool2D(2),
@@ -158,9 +159,8 @@ def test_adam_sqrt_v_hat_tracks_torch_training():
         pairs = ((ref[0], "0"), (ref[4], "3"), (ref[6], "5"))
         with torch.no_grad():
             for module, key in pairs:
-                w = start[key + ".W"]
-                module.weight.copy_(torch.from_numpy(w if w.ndim == 4 else w.T.copy()))
-                module.bias.copy_(torch.from_numpy(start[key + ".b"]))
+                module.weight.copy_(torch.from_numpy(as_torch(net.params[key + ".W"]).copy()))
+                module.bias.copy_(torch.from_numpy(net.params[key + ".b"]))
         ours = optim.Adam(lr=1e-3, eps=1e-8, eps_placement=placement)
         theirs = torch.optim.Adam(ref.parameters(), lr=1e-3, eps=1e-8)
         for _ in range(20):
@@ -171,9 +171,7 @@ def test_adam_sqrt_v_hat_tracks_torch_training():
                                         torch.from_numpy(t[idx])).backward()
             theirs.step()
         drift[placement] = max(
-            np.abs(module.weight.detach().numpy()
-                   - (net.params[key + ".W"] if net.params[key + ".W"].ndim == 4
-                      else net.params[key + ".W"].T)).max()
+            np.abs(module.weight.detach().numpy() - as_torch(net.params[key + ".W"])).max()
             for module, key in pairs)
     assert drift["sqrt_v_hat"] < 1e-10, drift  # float64: 1e-16 seen
     assert drift["sqrt_v"] > 1e-4, drift
