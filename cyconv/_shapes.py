@@ -338,3 +338,13 @@ def pool_output_size(input_size, kernel_size, stride=None, padding=0, dilation=1
                             stride=kernel_size if stride is None else stride,
                             padding=padding, dilation=dilation, rounding=rounding,
                             layer="pool2d", max_pool_padding=True).out_size
+
+
+def winograd_serves(geom):
+    """Whether Winograd F(m x m, 3 x 3) computes a convolution of this geometry.
+
+    It serves 3x3 kernels with stride 1 and dilation 1: any padding, groups
+    and dtype.
+    """
+    return ((geom.kernel_h, geom.kernel_w) == (3, 3) and (geom.stride_h, geom.stride_w) == (1, 1)
+            and (geom.dilation_h, geom.dilation_w) == (1, 1))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._registry import get_layer
-from ._shapes import as_pair, check_rounding, resolve_geometry
+from ._shapes import as_pair, check_rounding, resolve_geometry, winograd_serves
 from ._threads import resolve_num_threads
 from ._validation import as_float_array, check_nonempty, check_positive_int, check_shape
 
@@ -89,10 +89,43 @@ def _kernels(layer_name, backend):
     return get_layer(layer_name, backend).kernels
 
 
+#: ``algorithm=`` values of the convolutions; a backend lists the ones it
+#: implements in ``CONV2D_ALGORITHMS`` (a kernel set without it: "gemm").
+CONV2D_ALGORITHMS = ("auto", "gemm", "winograd")
+
+
+def check_algorithm(algorithm):
+    """Validate ``algorithm`` on its own (layer constructors); returns it."""
+    if not isinstance(algorithm, str) or algorithm not in CONV2D_ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {CONV2D_ALGORITHMS}, got {algorithm!r}")
+    return algorithm
+
+
+def conv_algorithm_options(algorithm, geom, kernels):
+    """Check ``algorithm`` against the geometry and the backend: the kernel's extra kwargs.
+
+    "auto" passes nothing, so a kernel set without the option still serves it.
+    """
+    check_algorithm(algorithm)
+    if algorithm == "auto":
+        return {}
+    if algorithm == "winograd" and not winograd_serves(geom):
+        raise ValueError(
+            "algorithm='winograd' serves 3x3 kernels with stride 1 and dilation 1 (any "
+            f"padding, groups and dtype); this convolution has kernel "
+            f"{(geom.kernel_h, geom.kernel_w)}, stride {(geom.stride_h, geom.stride_w)}, "
+            f"dilation {(geom.dilation_h, geom.dilation_w)}: use algorithm='gemm' or 'auto'")
+    offered = getattr(kernels, "CONV2D_ALGORITHMS", ("gemm",))
+    if algorithm not in offered:
+        raise ValueError(f"algorithm={algorithm!r} is not implemented by this backend (it "
+                         f"offers {tuple(offered)}); use algorithm='auto' or another backend")
+    return {"algorithm": algorithm}
+
+
 # -- convolution ---------------------------------------------------------------
 
 def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, rounding="exact",
-           backend=None, n_threads=None):
+           backend=None, n_threads=None, algorithm="auto"):
     """2-D convolution (cross-correlation, as in every deep-learning library).
 
     Parameters
@@ -113,6 +146,12 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, rounding=
         preference order.
     n_threads : int, optional
         Threads for compiled kernels (see :func:`cyconv.set_num_threads`).
+    algorithm : {"auto", "gemm", "winograd"}
+        "gemm" is im2col + matrix product (every geometry); "winograd" is
+        Winograd F(4x4, 3x3) / F(2x2, 3x3) for 3x3 kernels with stride 1 and
+        dilation 1 (fewer multiplications, different rounding: see the
+        README's accuracy statement); "auto" picks by shape.  The numpy
+        backend offers "gemm" only.
 
     Returns
     -------
@@ -135,18 +174,19 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, rounding=
     x, w, b, groups, geom = prepare_conv(x, w, b, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, rounding=rounding)
     kernels = _kernels("Conv2D", backend)
-    return kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(n_threads))
+    return kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(n_threads),
+                                  **conv_algorithm_options(algorithm, geom, kernels))
 
 
 def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, rounding="exact",
-                    backend=None, n_threads=None):
+                    backend=None, n_threads=None, algorithm="auto"):
     """Gradients of :func:`conv2d`.
 
     Parameters
     ----------
     dy : ndarray, shape (N, OC, OH, OW)
         Gradient of the loss with respect to the convolution's output.
-    x, w, stride, padding, dilation, groups, rounding, backend, n_threads
+    x, w, stride, padding, dilation, groups, rounding, backend, n_threads, algorithm
         As passed to :func:`conv2d`.
 
     Returns
@@ -169,7 +209,8 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, roun
                                          dilation=dilation, groups=groups, rounding=rounding)
     dy = check_grad_output(dy, x, w.shape[0], geom)
     kernels = _kernels("Conv2D", backend)
-    return kernels.conv2d_backward(dy, x, w, geom, groups, resolve_num_threads(n_threads))
+    return kernels.conv2d_backward(dy, x, w, geom, groups, resolve_num_threads(n_threads),
+                                   **conv_algorithm_options(algorithm, geom, kernels))
 
 
 # -- pooling -------------------------------------------------------------------

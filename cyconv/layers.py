@@ -177,6 +177,8 @@ class Conv2D(Layer):
     weight_init : "he", "xavier" or float
     backend : str, optional
         Which registered implementation to instantiate.
+    algorithm : {"auto", "gemm", "winograd"}
+        As in :func:`cyconv.conv2d`; forward and backward use it.
 
     Examples
     --------
@@ -192,9 +194,10 @@ class Conv2D(Layer):
 
     def __init__(self, out_channels=None, kernel_size=None, *, stride=1, padding=0, dilation=1,
                  groups=1, bias=True, rounding="exact", W=None, b=None, weight_init="he",
-                 rng=None, backend=None):
+                 rng=None, backend=None, algorithm="auto"):
         super().__init__()
         self.stride, self.padding, self.dilation = stride, padding, dilation
+        self.algorithm = F.check_algorithm(algorithm)
         self.groups = check_positive_int(groups, "groups")
         if kernel_size is not None or W is not None:
             validate_window_options(W.shape[2:] if W is not None else kernel_size, stride,
@@ -251,7 +254,9 @@ class Conv2D(Layer):
         x, w, b, groups, geom = F.prepare_conv(x, w, b[0] if b else None, layer=self.name,
                                                **self._options())
         self._cache = (x, w, geom)
-        return self.kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(None))
+        return self.kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(None),
+                                           **F.conv_algorithm_options(self.algorithm, geom,
+                                                                      self.kernels))
 
     def backward(self, dout):
         return self._backward(dout, need_dx=True)
@@ -264,6 +269,7 @@ class Conv2D(Layer):
         dout = F.check_grad_output(dout, x, w.shape[0], geom)
         # passed only when False, so a kernel set without the option still serves backward()
         extra = {} if need_dx else {"need_dx": False}
+        extra.update(F.conv_algorithm_options(self.algorithm, geom, self.kernels))
         dx, dw, db = self.kernels.conv2d_backward(dout, x, w, geom, self.groups,
                                                   resolve_num_threads(None), **extra)
         self.grads["W"] = dw.astype(self.params["W"].dtype, copy=False)

@@ -409,7 +409,6 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     cdef const floating_t* a
     cdef const floating_t* dyo
     cdef floating_t acc
-    cdef double dacc
     if N == 0 or OC == 0 or C == 0:
         if need_dx:
             dx[...] = 0
@@ -502,14 +501,26 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                 for ss in range(1, S):
                     acc = acc + slots[ss * WSZ + e]
                 (&dw[0, 0, 0, 0])[e] = acc
-            for o in prange(OC, schedule="static",
-                            num_threads=<int>max(1, min(<index_t>n_threads, OC))):
-                dacc = 0
-                for nn in range(N):
-                    dyo = &dy[nn, o, 0, 0]
-                    for p in range(P):
-                        dacc = dacc + dyo[p]
-                db[o] = <floating_t>dacc
+        bias_grad(dy, db, n_threads)
     finally:
         free(slots)
         free(ws)
+
+
+def bias_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
+              floating_t[::1] db,                  # OUT (OC,)
+              int n_threads):
+    """db[o] = sum of dy[:, o]: a serial double sum per channel (parallel over channels)."""
+    cdef index_t N = dy.shape[0], OC = dy.shape[1], P = dy.shape[2] * dy.shape[3]
+    cdef index_t o, nn, p
+    cdef const floating_t* dyo
+    cdef double dacc
+    with nogil:
+        for o in prange(OC, schedule="static",
+                        num_threads=<int>max(1, min(<index_t>n_threads, OC))):
+            dacc = 0
+            for nn in range(N):
+                dyo = &dy[nn, o, 0, 0]
+                for p in range(P):
+                    dacc = dacc + dyo[p]
+            db[o] = <floating_t>dacc

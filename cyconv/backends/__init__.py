@@ -12,9 +12,12 @@ Kernel contract (inputs already validated and normalised by the public
 boundary: C-contiguous, native byte order, float32 or float64, one dtype per
 call, shapes consistent with ``geom``, a :class:`cyconv._shapes.Geometry`):
 
-``conv2d_forward(x, w, b, geom, groups, n_threads) -> y``
-    x (N, C, H, W), w (OC, C//groups, KH, KW), b (OC,) or None -> y (N, OC, OH, OW)
-``conv2d_backward(dy, x, w, geom, groups, n_threads, need_dx=True) -> (dx, dw, db)``
+``conv2d_forward(x, w, b, geom, groups, n_threads, algorithm=...) -> y``
+    x (N, C, H, W), w (OC, C//groups, KH, KW), b (OC,) or None -> y (N, OC, OH, OW).
+    ``algorithm`` is passed only when the caller names one (never "auto"), and
+    only one the kernel set lists in its ``CONV2D_ALGORITHMS`` tuple (a kernel
+    set without that attribute offers "gemm" and never receives the argument).
+``conv2d_backward(dy, x, w, geom, groups, n_threads, need_dx=True, algorithm=...) -> (dx, dw, db)``
     db = dy.sum((0, 2, 3)); with ``need_dx=False`` dx is not computed and is
     returned as None (a network's first layer needs only dw and db).
 ``max_pool2d_forward(x, geom, n_threads) -> (y, indices)``

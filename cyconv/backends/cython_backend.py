@@ -22,7 +22,8 @@ import threading
 
 import numpy as np
 
-from cyconv_ext import _conv, _elementwise, _optim, _pool
+from cyconv._shapes import winograd_serves
+from cyconv_ext import _conv, _elementwise, _optim, _pool, _winograd
 
 __all__ = [
     "conv2d_forward",
@@ -91,33 +92,137 @@ def _useful_threads(n_threads, work):
 
 
 def _conv_work(x, w, geom):
-    return x.shape[0] * w.shape[0] * geom.out_h * geom.out_w * w.shape[1] * w[0, 0].size
+    return _conv_work_shapes((x.shape[0], w.shape[0], geom.out_h, geom.out_w), w.shape)
+
+
+def _conv_work_shapes(out_shape, w_shape):
+    """Multiply-adds of a direct convolution with this output and kernel."""
+    return int(np.prod(out_shape, dtype=np.int64)) * w_shape[1] * w_shape[2] * w_shape[3]
 
 
 def _pool_work(shape, geom):
     return shape[0] * shape[1] * geom.out_h * geom.out_w * geom.kernel_h * geom.kernel_w
 
 
-def conv2d_forward(x, w, b, geom, groups=1, n_threads=1):
+# -- convolution: algorithm choice ---------------------------------------------
+
+#: What ``algorithm=`` may name on this backend ("auto" picks one per call).
+CONV2D_ALGORITHMS = ("gemm", "winograd")
+
+# "auto" takes Winograd F(4x4, 3x3) for a 3x3, stride-1, dilation-1 kernel when
+# a group has at least this many input and output channels; below it the
+# transforms cost more than the multiplications they save (crossover measured
+# in docs/performance.md, "Algorithm choice").
+WINOGRAD_MIN_CHANNELS = 8
+# One thread's Winograd workspace (transformed inputs V and products M of a
+# tile block) is kept near L2 size: the block holds as many tiles as fit, 8-64.
+WINOGRAD_WORKSPACE_CAP = 1 << 21
+WINOGRAD_MAX_TILES = 64
+
+
+def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto"):
+    """The algorithm a call runs: ``"gemm"`` or ``"winograd"`` (resolves "auto")."""
+    if algorithm != "auto":
+        return algorithm
+    cg, ocg = x_shape[1] // groups, w_shape[0] // groups
+    if (winograd_serves(geom) and min(cg, ocg) >= WINOGRAD_MIN_CHANNELS
+            and min(geom.out_h, geom.out_w) >= 4):
+        return "winograd"
+    return "gemm"
+
+
+def _winograd_tile(out_h, out_w):
+    """F(4x4, 3x3) unless the output is too small for 4x4 tiles to pay."""
+    return 4 if min(out_h, out_w) >= 8 else 2
+
+
+def _tile_block(cg, ocg, m, dtype):
+    per_tile = (m + 2) ** 2 * (cg + ocg) * np.dtype(dtype).itemsize
+    return int(max(8, min(WINOGRAD_MAX_TILES, WINOGRAD_WORKSPACE_CAP // per_tile)))
+
+
+def _winograd_weights(w, groups, m, n_threads):
+    oc, cg = w.shape[:2]
+    u = np.empty((groups, (m + 2) ** 2, oc // groups, cg), dtype=w.dtype)
+    return u, _winograd.weight_transform(w, u, m, n_threads)
+
+
+def _flipped_kernel(w, groups):
+    """The kernel of dx as a convolution of dy: flipped, in and out channels swapped."""
+    oc, cg, kh, kw = w.shape
+    ocg = oc // groups
+    return np.ascontiguousarray(w.reshape(groups, ocg, cg, kh, kw)[:, :, :, ::-1, ::-1]
+                                .transpose(0, 2, 1, 3, 4).reshape(groups * cg, ocg, kh, kw))
+
+
+def _winograd_conv(x, w, b, out_shape, pad_top, pad_left, groups, n_threads):
+    """A Winograd pass (forward, or dx with the flipped kernel); None if not finite."""
+    m = _winograd_tile(out_shape[2], out_shape[3])
+    y = np.empty(out_shape, dtype=x.dtype)
+    bias = _EMPTY[x.dtype] if b is None else b
+    tb = _tile_block(x.shape[1] // groups, w.shape[0] // groups, m, x.dtype)
+    work = _conv_work_shapes(out_shape, w.shape) // 4
+    threads = _useful_threads(n_threads, work)
+    u, finite = _winograd_weights(w, groups, m, threads)
+    if finite and _winograd.forward(x, u, bias, y, pad_top, pad_left, m, b is not None, tb,
+                                    threads):
+        return y
+    return None
+
+
+def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w, dtype=x.dtype)
-    y = np.empty((x.shape[0], w.shape[0], geom.out_h, geom.out_w), dtype=x.dtype)
-    bias = _EMPTY[x.dtype] if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
+    out_shape = (x.shape[0], w.shape[0], geom.out_h, geom.out_w)
     with _blas_guard():
-        _conv.conv2d_forward(x, w, bias, y, geom, int(groups), b is not None,
+        if conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm) == "winograd":
+            y = _winograd_conv(x, w, bias, out_shape, geom.pad_top, geom.pad_left, groups,
+                               n_threads)
+            if y is not None:
+                return y
+        y = np.empty(out_shape, dtype=x.dtype)
+        _conv.conv2d_forward(x, w, _EMPTY[x.dtype] if bias is None else bias, y, geom,
+                             int(groups), b is not None,
                              _useful_threads(n_threads, _conv_work(x, w, geom)))
     return y
 
 
-def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True):
+def _winograd_backward(dy, x, w, geom, groups, n_threads, need_dx):
+    """(dx, dw) by Winograd, or None when a value was not finite."""
+    dx = None
+    if need_dx:
+        dx = _winograd_conv(dy, _flipped_kernel(w, groups), None, x.shape, 2 - geom.pad_top,
+                            2 - geom.pad_left, groups, n_threads)
+        if dx is None:
+            return None
+    m = _winograd_tile(geom.out_h, geom.out_w)
+    dw = np.empty_like(w)
+    cg, ocg = w.shape[1], w.shape[0] // groups
+    tb = _tile_block(cg, ocg, m, x.dtype)
+    slot_bytes = groups * (m + 2) ** 2 * ocg * cg * x.dtype.itemsize
+    slots = max(1, min(_conv.MAX_SLOTS, _conv.DW_SLOT_CAP // max(1, slot_bytes)))
+    threads = _useful_threads(n_threads, _conv_work(x, w, geom) // 4)
+    if not _winograd.weight_grad(dy, x, dw, geom.pad_top, geom.pad_left, m, int(groups), tb,
+                                 slots, threads):
+        return None
+    return dx, dw
+
+
+def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorithm="auto"):
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
     w = np.ascontiguousarray(w, dtype=x.dtype)
-    dx = np.empty_like(x) if need_dx else np.empty((0, 0, 0, 0), dtype=x.dtype)
-    dw = np.empty_like(w)
     db = np.empty(w.shape[0], dtype=x.dtype)
-    work = (2 if need_dx else 1) * _conv_work(x, w, geom)
     with _blas_guard():
+        if conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm) == "winograd":
+            grads = _winograd_backward(dy, x, w, geom, groups, n_threads, need_dx)
+            if grads is not None:
+                _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
+                return grads[0], grads[1], db
+        dx = np.empty_like(x) if need_dx else np.empty((0, 0, 0, 0), dtype=x.dtype)
+        dw = np.empty_like(w)
+        work = (2 if need_dx else 1) * _conv_work(x, w, geom)
         _conv.conv2d_backward(dy, x, w, dx, dw, db, geom, int(groups),
                               _useful_threads(n_threads, work), bool(need_dx))
     return (dx if need_dx else None), dw, db

@@ -83,7 +83,11 @@ def _group_matrices(cols, groups):
             for g in range(groups)]
 
 
-def conv2d_forward(x, w, b, geom, groups=1, n_threads=1):
+#: The reference computes every convolution by im2col + matrix product.
+CONV2D_ALGORITHMS = ("gemm",)
+
+
+def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="gemm"):
     n = x.shape[0]
     oc = w.shape[0]
     ocg = oc // groups
@@ -97,7 +101,7 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1):
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
 
 
-def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True):
+def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorithm="gemm"):
     n, c = x.shape[:2]
     oc = w.shape[0]
     ocg, cg = oc // groups, c // groups

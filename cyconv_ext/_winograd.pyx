@@ -1,0 +1,570 @@
+# Design: Winograd convolution F(m x m, 3 x 3) for 3x3 kernels with stride 1
+# and dilation 1 (any padding, any groups), m = 4 (6x6 tiles) or m = 2 (4x4).
+#
+# - The wrapper (cyconv/backends/cython_backend.py) prepares everything: the
+#   transformed weights U = G w G^T (``weight_transform``), the flipped kernel
+#   for dx, each pass's offsets (pad_top/pad_left, negative = crop), the tile
+#   block size and the slot count; these functions only loop.
+# - Output tiles of all images of a group are numbered (n, ty, tx) row-major
+#   and cut into blocks of TB tiles.  A work item (group, block) owns its
+#   output tiles: the prange is race free, and the partition never depends
+#   on the thread count, so results are bitwise identical for any n_threads.
+# - Per item and input channel: gather each tile's (m+2)^2 input patch (zeros
+#   outside the input) into a [patch element][tile] buffer, then transform it
+#   B^T d B as 1-D transforms applied to all tiles in a loop the compiler
+#   vectorises, storing V[xi][c][tile].  Then (m+2)^2 GEMMs (scipy's BLAS, one
+#   thread: see _matmul.pxd) M[xi] = U[xi] (OCg x Cg) @ V[xi] (Cg x TB), and the
+#   output transform A^T M A, again vectorised over tiles, scattered into y.
+# - dx is this forward pass on dy with the flipped, channel-swapped kernel.
+# - dW is computed in the Winograd domain: dU[xi] = sum over tiles of
+#   (A dY A^T)[xi] V[xi]^T, then dW = G^T dU G.  Items are dealt round-robin
+#   to S slots (S fixed by the shape), each slot accumulates its own dU copy,
+#   and the copies are summed in slot order: deterministic, race free.
+# - Weight transforms run in double and round once.
+# - Winograd mixes every input of a patch into every output of its tile, so an
+#   inf or NaN would spread over the tile: each pass reports whether every
+#   transformed value was finite, and the wrapper recomputes a non-finite call
+#   by GEMM (whose special values then are the reference's).
+
+cimport cython
+from cython.parallel cimport prange
+from libc.stdlib cimport free, malloc
+from libc.string cimport memset
+
+from ._fused cimport floating_t, index_t
+from ._matmul cimport gemm
+from ._openmp cimport omp_get_thread_num
+
+
+# -- 1-D transforms over a run of items ----------------------------------------
+# Each reads k values of every item t from ``s`` (value i at s[i*ss + t*st]) and
+# writes its outputs to ``d`` (output j at d[j*ds + t*dt]); the loop runs over
+# items only, so the compiler vectorises across them (pixels of a row, or tiles).
+
+cdef inline void _bt4(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
+                      index_t dt, index_t nt) noexcept nogil:
+    """B^T of F(4, 3): 6 -> 6 (interpolation points 0, 1, -1, 2, -2, inf)."""
+    cdef index_t t
+    cdef floating_t s0, s1, s2, s3, s4, s5
+    # typed constants: a bare literal is a C double and would promote the arithmetic
+    cdef floating_t c2 = 2, c4 = 4, c5 = 5
+    for t in range(nt):
+        s0 = s[t * st]
+        s1 = s[ss + t * st]
+        s2 = s[2 * ss + t * st]
+        s3 = s[3 * ss + t * st]
+        s4 = s[4 * ss + t * st]
+        s5 = s[5 * ss + t * st]
+        d[t * dt] = c4 * s0 - c5 * s2 + s4
+        d[ds + t * dt] = (s4 + s3) - c4 * (s1 + s2)
+        d[2 * ds + t * dt] = (s4 - s3) + c4 * (s1 - s2)
+        d[3 * ds + t * dt] = (s4 - s2) + c2 * (s3 - s1)
+        d[4 * ds + t * dt] = (s4 - s2) - c2 * (s3 - s1)
+        d[5 * ds + t * dt] = c4 * s1 - c5 * s3 + s5
+
+
+cdef inline void _at4(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
+                      index_t dt, index_t nt) noexcept nogil:
+    """A^T of F(4, 3): 6 -> 4."""
+    cdef index_t t
+    cdef floating_t s0, p12, m12, p34, m34, s5
+    # typed constants: a bare literal is a C double and would promote the arithmetic
+    cdef floating_t c2 = 2, c4 = 4, c8 = 8
+    for t in range(nt):
+        s0 = s[t * st]
+        p12 = s[ss + t * st] + s[2 * ss + t * st]
+        m12 = s[ss + t * st] - s[2 * ss + t * st]
+        p34 = s[3 * ss + t * st] + s[4 * ss + t * st]
+        m34 = s[3 * ss + t * st] - s[4 * ss + t * st]
+        s5 = s[5 * ss + t * st]
+        d[t * dt] = s0 + p12 + p34
+        d[ds + t * dt] = m12 + c2 * m34
+        d[2 * ds + t * dt] = p12 + c4 * p34
+        d[3 * ds + t * dt] = m12 + c8 * m34 + s5
+
+
+cdef inline void _a4(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
+                     index_t dt, index_t nt) noexcept nogil:
+    """A of F(4, 3) (the adjoint of A^T, for dW): 4 -> 6."""
+    cdef index_t t
+    cdef floating_t s0, s1, s2, s3
+    # typed constants: a bare literal is a C double and would promote the arithmetic
+    cdef floating_t c2 = 2, c4 = 4
+    for t in range(nt):
+        s0 = s[t * st]
+        s1 = s[ss + t * st]
+        s2 = s[2 * ss + t * st]
+        s3 = s[3 * ss + t * st]
+        d[t * dt] = s0
+        d[ds + t * dt] = (s0 + s2) + (s1 + s3)
+        d[2 * ds + t * dt] = (s0 + s2) - (s1 + s3)
+        d[3 * ds + t * dt] = (s0 + c4 * s2) + c2 * (s1 + c4 * s3)
+        d[4 * ds + t * dt] = (s0 + c4 * s2) - c2 * (s1 + c4 * s3)
+        d[5 * ds + t * dt] = s3
+
+
+cdef inline void _bt2(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
+                      index_t dt, index_t nt) noexcept nogil:
+    """B^T of F(2, 3): 4 -> 4 (points 0, 1, -1, inf)."""
+    cdef index_t t
+    for t in range(nt):
+        d[t * dt] = s[t * st] - s[2 * ss + t * st]
+        d[ds + t * dt] = s[ss + t * st] + s[2 * ss + t * st]
+        d[2 * ds + t * dt] = s[2 * ss + t * st] - s[ss + t * st]
+        d[3 * ds + t * dt] = s[ss + t * st] - s[3 * ss + t * st]
+
+
+cdef inline void _at2(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
+                      index_t dt, index_t nt) noexcept nogil:
+    """A^T of F(2, 3): 4 -> 2."""
+    cdef index_t t
+    for t in range(nt):
+        d[t * dt] = s[t * st] + s[ss + t * st] + s[2 * ss + t * st]
+        d[ds + t * dt] = s[ss + t * st] - s[2 * ss + t * st] - s[3 * ss + t * st]
+
+
+cdef inline void _a2(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
+                     index_t dt, index_t nt) noexcept nogil:
+    """A of F(2, 3): 2 -> 4."""
+    cdef index_t t
+    for t in range(nt):
+        d[t * dt] = s[t * st]
+        d[ds + t * dt] = s[t * st] + s[ss + t * st]
+        d[2 * ds + t * dt] = s[t * st] - s[ss + t * st]
+        d[3 * ds + t * dt] = -s[ss + t * st]
+
+
+# -- the weight transforms (double, once per call) ------------------------------
+
+cdef inline void _g_row(int m, const double* w, index_t ws, double* u, index_t us) noexcept nogil:
+    """u = G w for one 3-vector (stride ws) into an (m+2)-vector (stride us)."""
+    if m == 4:
+        u[0] = w[0] / 4
+        u[us] = -(w[0] + w[ws] + w[2 * ws]) / 6
+        u[2 * us] = -(w[0] - w[ws] + w[2 * ws]) / 6
+        u[3 * us] = w[0] / 24 + w[ws] / 12 + w[2 * ws] / 6
+        u[4 * us] = w[0] / 24 - w[ws] / 12 + w[2 * ws] / 6
+        u[5 * us] = w[2 * ws]
+    else:
+        u[0] = w[0]
+        u[us] = (w[0] + w[ws] + w[2 * ws]) / 2
+        u[2 * us] = (w[0] - w[ws] + w[2 * ws]) / 2
+        u[3 * us] = w[2 * ws]
+
+
+cdef inline void _gt_row(int m, const double* u, index_t us, double* w, index_t ws) noexcept nogil:
+    """w = G^T u (the adjoint of ``_g_row``, for dW): (m+2) -> 3."""
+    if m == 4:
+        w[0] = u[0] / 4 - (u[us] + u[2 * us]) / 6 + (u[3 * us] + u[4 * us]) / 24
+        w[ws] = (u[2 * us] - u[us]) / 6 + (u[3 * us] - u[4 * us]) / 12
+        w[2 * ws] = (u[3 * us] + u[4 * us] - u[us] - u[2 * us]) / 6 + u[5 * us]
+    else:
+        w[0] = u[0] + (u[us] + u[2 * us]) / 2
+        w[ws] = (u[us] - u[2 * us]) / 2
+        w[2 * ws] = (u[us] + u[2 * us]) / 2 + u[3 * us]
+
+
+cdef inline bint _transform_weight(int m, const floating_t* w9, floating_t* dst,
+                                   index_t dst_stride) noexcept nogil:
+    """dst[xi * dst_stride] = (G w G^T)[xi] for one 3x3 kernel; whether all are finite."""
+    cdef index_t A = m + 2, i, j
+    cdef double wd[9]
+    cdef double gw[18]     # G w: (A, 3)
+    cdef double ud[36]     # G w G^T: (A, A)
+    cdef bint finite = True
+    for i in range(9):
+        wd[i] = w9[i]
+    for j in range(3):                      # columns of w
+        _g_row(m, wd + j, 3, gw + j, 3)
+    for i in range(A):                      # rows of G w
+        _g_row(m, gw + 3 * i, 1, ud + A * i, 1)
+    for i in range(A * A):
+        dst[i * dst_stride] = <floating_t>ud[i]
+        if not (dst[i * dst_stride] - dst[i * dst_stride] == 0):
+            finite = False
+    return finite
+
+
+cdef inline void _transform_weight_grad(int m, const floating_t* du, index_t du_stride,
+                                        floating_t* dw9) noexcept nogil:
+    """dw9 = G^T dU G for one kernel, dU[xi] at du[xi * du_stride]."""
+    cdef index_t A = m + 2, i, j
+    cdef double ud[36]
+    cdef double gtu[18]    # G^T dU: (3, A)
+    cdef double wd[9]
+    for i in range(A * A):
+        ud[i] = du[i * du_stride]
+    for j in range(A):
+        _gt_row(m, ud + j, A, gtu + j, A)
+    for i in range(3):
+        _gt_row(m, gtu + A * i, 1, wd + 3 * i, 1)
+    for i in range(9):
+        dw9[i] = <floating_t>wd[i]
+
+
+def weight_transform(const floating_t[:, :, :, ::1] w,   # IN  (OC, Cg, 3, 3)
+                     floating_t[:, :, :, ::1] u,         # OUT (groups, A*A, OCg, Cg)
+                     int m, int n_threads):
+    """U[g, xi, o, c] = (G w[g*OCg + o, c] G^T)[xi]; returns whether all are finite."""
+    cdef index_t OC = w.shape[0], Cg = w.shape[1], OCg = u.shape[2], o, c
+    cdef int nonfinite = 0
+    with nogil:
+        for o in prange(OC, schedule="static", num_threads=n_threads):
+            for c in range(Cg):
+                if not _transform_weight(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
+                                         OCg * Cg):
+                    nonfinite += 1
+    return nonfinite == 0
+
+
+# -- the tiled passes --------------------------------------------------------------
+
+cdef struct tiling:
+    index_t H, W           # input plane of this pass
+    index_t OH, OW         # output plane
+    index_t PT, PL         # input offset of output (0, 0) is (-PT, -PL)
+    index_t m, A           # output tile side, patch side m + 2
+    index_t tw, tiles      # tiles per output row, per image
+    index_t TB             # tiles per block
+    index_t RW             # row buffer width: TB*m + 2 pixels
+
+
+cdef tiling _make_tiling(index_t H, index_t W, index_t OH, index_t OW, index_t PT,
+                         index_t PL, int m, index_t TB):
+    cdef tiling g
+    g.H = H
+    g.W = W
+    g.OH = OH
+    g.OW = OW
+    g.PT = PT
+    g.PL = PL
+    g.m = m
+    g.A = m + 2
+    g.tw = (OW + m - 1) // m
+    g.tiles = ((OH + m - 1) // m) * g.tw
+    g.TB = TB
+    g.RW = TB * m + 2
+    return g
+
+
+# A block's tiles split into row segments: runs of tiles of one tile row of one
+# image.  Each is described by 5 indices (SEG fields):
+cdef enum:
+    SEG = 5     # q0 (first tile, offset in the block), n, oy, ox (output origin), L (tiles)
+
+
+cdef inline index_t _segments(const tiling* g, index_t t0, index_t nt,
+                              index_t* seg) noexcept nogil:
+    """Fill seg with the row segments of tiles t0 .. t0+nt-1; return their count."""
+    cdef index_t q = 0, ns = 0, t, r, txa, L
+    while q < nt:
+        t = t0 + q
+        r = t % g.tiles
+        txa = r % g.tw
+        L = min(g.tw - txa, nt - q)
+        seg[ns * SEG] = q
+        seg[ns * SEG + 1] = t // g.tiles
+        seg[ns * SEG + 2] = (r // g.tw) * g.m
+        seg[ns * SEG + 3] = txa * g.m
+        seg[ns * SEG + 4] = L
+        ns = ns + 1
+        q = q + L
+    return ns
+
+
+cdef inline void _load_rows(const floating_t* plane, index_t H, index_t W, index_t iy0,
+                            index_t ix0, index_t rows, index_t width, floating_t* R,
+                            index_t RW) noexcept nogil:
+    """R[r, p] = plane[iy0 + r, ix0 + p] for r < rows, p < width; 0 outside H x W."""
+    cdef index_t r, p, iy, lo, hi
+    cdef const floating_t* row
+    cdef floating_t* dst
+    lo = min(width, max(0, -ix0))
+    hi = max(lo, min(width, W - ix0))
+    for r in range(rows):
+        iy = iy0 + r
+        dst = R + r * RW
+        if iy < 0 or iy >= H:
+            memset(dst, 0, width * sizeof(floating_t))
+            continue
+        row = plane + iy * W + ix0
+        for p in range(lo):
+            dst[p] = 0
+        for p in range(lo, hi):
+            dst[p] = row[p]
+        for p in range(hi, width):
+            dst[p] = 0
+
+
+cdef inline void _input_transform(const tiling* g, const floating_t* plane,
+                                  const index_t* seg, index_t ns, floating_t* R,
+                                  floating_t* T, floating_t* v, index_t vs) noexcept nogil:
+    """v[xi*vs + q] = (B^T d_q B)[xi] for the input patch d_q of each tile q of the block."""
+    cdef index_t k, i, q0, L, width, A = g.A, m = g.m, RW = g.RW
+    for i in range(ns):
+        q0 = seg[i * SEG]
+        L = seg[i * SEG + 4]
+        width = L * m + 2
+        _load_rows(plane, g.H, g.W, seg[i * SEG + 2] - g.PT,
+                   seg[i * SEG + 3] - g.PL, A, width, R, RW)
+        # down the columns, all pixels of the segment at once: T[k, p] = (B^T R)[k, p]
+        if A == 6:
+            _bt4(R, RW, 1, T, RW, 1, width)
+        else:
+            _bt2(R, RW, 1, T, RW, 1, width)
+        # along each row, one tile per item (tiles start every m pixels)
+        for k in range(A):
+            if A == 6:
+                _bt4(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+            else:
+                _bt2(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+
+
+cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
+                                 const index_t* seg, index_t ns, floating_t* R,
+                                 floating_t* T, floating_t* v, index_t vs) noexcept nogil:
+    """v[xi*vs + q] = (A dY_q A^T)[xi] for the m x m output-gradient tile dY_q of each tile q."""
+    cdef index_t k, i, q0, L, width, A = g.A, m = g.m, RW = g.RW
+    for i in range(ns):
+        q0 = seg[i * SEG]
+        L = seg[i * SEG + 4]
+        width = L * m
+        _load_rows(plane, g.OH, g.OW, seg[i * SEG + 2], seg[i * SEG + 3], m, width, R, RW)
+        if A == 6:
+            _a4(R, RW, 1, T, RW, 1, width)
+        else:
+            _a2(R, RW, 1, T, RW, 1, width)
+        for k in range(A):
+            if A == 6:
+                _a4(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+            else:
+                _a2(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+
+
+cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_t ms,
+                                   const index_t* seg, index_t ns, index_t nt,
+                                   floating_t* tmp, floating_t* row, floating_t* y_img0,
+                                   index_t img_stride, floating_t bias) noexcept nogil:
+    """Scatter y = A^T M A (+ bias) of every tile of the block, M[xi] at mm[xi*ms + q]."""
+    cdef index_t A = g.A, m = g.m, TB = g.TB, i, j, r, p, q0, L, oy, ox, width
+    cdef floating_t* yr
+    for j in range(A):          # down the columns: tmp[(i*A + j)*TB + q], i < m
+        if A == 6:
+            _at4(mm + j * ms, A * ms, 1, tmp + j * TB, A * TB, 1, nt)
+        else:
+            _at2(mm + j * ms, A * ms, 1, tmp + j * TB, A * TB, 1, nt)
+    for i in range(ns):
+        q0 = seg[i * SEG]
+        oy = seg[i * SEG + 2]
+        ox = seg[i * SEG + 3]
+        L = seg[i * SEG + 4]
+        width = min(L * m, g.OW - ox)
+        for r in range(m):
+            if oy + r >= g.OH:
+                break
+            # along the row: pixel q*m + l of the segment
+            if A == 6:
+                _at4(tmp + r * A * TB + q0, TB, 1, row, 1, m, L)
+            else:
+                _at2(tmp + r * A * TB + q0, TB, 1, row, 1, m, L)
+            yr = y_img0 + seg[i * SEG + 1] * img_stride + (oy + r) * g.OW + ox
+            for p in range(width):
+                yr[p] = row[p] + bias
+
+
+cdef inline void _mark_nonfinite(const floating_t* v, index_t vs, index_t A2, floating_t* flag,
+                                 index_t nt) noexcept nogil:
+    """flag[t] += v * 0 over a tile's values: stays 0 unless one is inf or NaN."""
+    cdef index_t xi, t
+    cdef floating_t zero = 0
+    for xi in range(A2):
+        for t in range(nt):
+            flag[t] = flag[t] + v[xi * vs + t] * zero
+
+
+cdef inline bint _all_zero(const floating_t* flag, index_t n) noexcept nogil:
+    cdef index_t t
+    for t in range(n):
+        if not (flag[t] == 0):
+            return False
+    return True
+
+
+cdef inline void _input_tiles(const tiling* g, const floating_t* x_g, index_t img_stride,
+                              index_t Cg, const index_t* seg, index_t ns, index_t nt,
+                              floating_t* R, floating_t* T, floating_t* v,
+                              floating_t* flag) noexcept nogil:
+    """V[xi][c][q] (xi stride Cg*TB) for the input channels of one group, block tiles q."""
+    cdef index_t c, i, TB = g.TB
+    for c in range(Cg):
+        for i in range(ns):
+            _input_transform(g, x_g + seg[i * SEG + 1] * img_stride + c * g.H * g.W,
+                             seg + i * SEG, 1, R, T, v + c * TB, Cg * TB)
+        _mark_nonfinite(v + c * TB, Cg * TB, g.A * g.A, flag, nt)
+
+
+cdef index_t _per_thread(const tiling* g, index_t Cg, index_t OCg):
+    """Workspace elements one thread needs: rows R and T, V, M, tmp, a row, flags."""
+    cdef index_t A2 = g.A * g.A
+    return 2 * g.A * g.RW + A2 * (Cg + OCg) * g.TB + g.m * g.A * g.TB + g.RW + g.TB
+
+
+def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
+            const floating_t[:, :, :, ::1] u,     # IN  (groups, A*A, OCg, Cg)
+            const floating_t[::1] bias,           # IN  (OC,) (ignored unless has_bias)
+            floating_t[:, :, :, ::1] y,           # OUT (N, OC, OH, OW)
+            index_t pad_top, index_t pad_left, int m, bint has_bias,
+            index_t tile_block, int n_threads):
+    """y = conv(x, w) (+ bias) from U = G w G^T; returns whether V was all finite."""
+    cdef index_t N = x.shape[0], C = x.shape[1], OC = y.shape[1], groups = u.shape[0]
+    cdef index_t OCg = u.shape[2], Cg = u.shape[3]
+    cdef tiling g = _make_tiling(x.shape[2], x.shape[3], y.shape[2], y.shape[3],
+                                 pad_top, pad_left, m, tile_block)
+    cdef index_t A2 = g.A * g.A, TB = g.TB
+    cdef index_t T = N * g.tiles, nblk = (T + TB - 1) // TB, items = groups * nblk
+    cdef index_t per_thread = _per_thread(&g, Cg, OCg)
+    cdef index_t it, gi, t0, nt, ns, xi, o, tid
+    cdef int nthr = <int>max(1, min(<index_t>n_threads, items))
+    cdef floating_t* ws
+    cdef floating_t* R
+    cdef floating_t* Tr
+    cdef floating_t* v
+    cdef floating_t* mm
+    cdef floating_t* tmp
+    cdef floating_t* row
+    cdef floating_t* flag
+    cdef index_t* segs
+    cdef index_t* seg
+    cdef int nonfinite = 0
+    if items == 0 or OCg == 0:
+        return True
+    ws = <floating_t*>malloc(nthr * per_thread * sizeof(floating_t))
+    segs = <index_t*>malloc(nthr * SEG * TB * sizeof(index_t))
+    if ws == NULL or segs == NULL:
+        free(ws)
+        free(segs)
+        raise MemoryError("winograd forward: cannot allocate the tile workspace")
+    try:
+        with nogil:
+            for it in prange(items, schedule="static", num_threads=nthr):
+                tid = omp_get_thread_num()
+                R = ws + tid * per_thread
+                Tr = R + g.A * g.RW
+                v = Tr + g.A * g.RW
+                mm = v + A2 * Cg * TB
+                tmp = mm + A2 * OCg * TB
+                row = tmp + g.m * g.A * TB
+                flag = row + g.RW
+                seg = segs + tid * SEG * TB
+                gi = it // nblk
+                t0 = (it % nblk) * TB
+                nt = min(TB, T - t0)
+                ns = _segments(&g, t0, nt, seg)
+                memset(flag, 0, TB * sizeof(floating_t))
+                _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns, nt,
+                             R, Tr, v, flag)
+                if not _all_zero(flag, nt):
+                    nonfinite += 1
+                for xi in range(A2):
+                    # row-major M[xi] (OCg x nt) = U[xi] (OCg x Cg) @ V[xi] (Cg x nt)
+                    gemm(c'N', c'N', <int>nt, <int>OCg, <int>Cg, v + xi * Cg * TB, <int>TB,
+                         &u[gi, xi, 0, 0], <int>Cg, 0, mm + xi * OCg * TB, <int>TB)
+                for o in range(OCg):
+                    _output_transform(&g, mm + o * TB, OCg * TB, seg, ns, nt, tmp, row,
+                                      &y[0, gi * OCg + o, 0, 0], OC * g.OH * g.OW,
+                                      bias[gi * OCg + o] if has_bias else 0)
+    finally:
+        free(ws)
+        free(segs)
+    return nonfinite == 0
+
+
+def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
+                const floating_t[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                floating_t[:, :, :, ::1] dw,         # OUT (OC, Cg, 3, 3)
+                index_t pad_top, index_t pad_left, int m, int groups,
+                index_t tile_block, index_t n_slots, int n_threads):
+    """dW of a 3x3 stride-1 convolution in the Winograd domain; returns finiteness."""
+    cdef index_t N = x.shape[0], C = x.shape[1], OC = dy.shape[1]
+    cdef index_t Cg = C // groups, OCg = OC // groups
+    cdef tiling g = _make_tiling(x.shape[2], x.shape[3], dy.shape[2], dy.shape[3],
+                                 pad_top, pad_left, m, tile_block)
+    cdef index_t A2 = g.A * g.A, TB = g.TB
+    cdef index_t T = N * g.tiles, nblk = (T + TB - 1) // TB, items = groups * nblk
+    cdef index_t S = max(1, min(n_slots, items))
+    cdef index_t USZ = groups * A2 * OCg * Cg
+    cdef index_t per_thread = _per_thread(&g, Cg, OCg)
+    cdef index_t s, it, gi, t0, nt, ns, xi, o, c, i, e, ss, tid
+    cdef int nthr = <int>max(1, min(<index_t>n_threads, S))
+    cdef floating_t* ws
+    cdef floating_t* slots
+    cdef floating_t* R
+    cdef floating_t* Tr
+    cdef floating_t* v
+    cdef floating_t* dm
+    cdef floating_t* flag
+    cdef floating_t* us
+    cdef index_t* segs
+    cdef index_t* seg
+    cdef floating_t acc
+    cdef int nonfinite = 0
+    if USZ == 0:
+        return True
+    ws = <floating_t*>malloc(nthr * per_thread * sizeof(floating_t))
+    segs = <index_t*>malloc(nthr * SEG * TB * sizeof(index_t))
+    slots = <floating_t*>malloc(S * USZ * sizeof(floating_t))
+    if ws == NULL or segs == NULL or slots == NULL:
+        free(ws)
+        free(segs)
+        free(slots)
+        raise MemoryError("winograd weight gradient: cannot allocate the workspace")
+    try:
+        with nogil:
+            for s in prange(S, schedule="dynamic", chunksize=1, num_threads=nthr):
+                tid = omp_get_thread_num()
+                R = ws + tid * per_thread
+                Tr = R + g.A * g.RW
+                v = Tr + g.A * g.RW
+                dm = v + A2 * Cg * TB
+                flag = dm + A2 * OCg * TB + g.m * g.A * TB + g.RW
+                seg = segs + tid * SEG * TB
+                us = slots + s * USZ
+                memset(us, 0, USZ * sizeof(floating_t))
+                it = s
+                while it < items:
+                    gi = it // nblk
+                    t0 = (it % nblk) * TB
+                    nt = min(TB, T - t0)
+                    ns = _segments(&g, t0, nt, seg)
+                    memset(flag, 0, TB * sizeof(floating_t))
+                    _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns, nt,
+                                 R, Tr, v, flag)
+                    for o in range(OCg):
+                        for i in range(ns):
+                            _grad_transform(&g, &dy[seg[i * SEG + 1], gi * OCg + o, 0, 0],
+                                            seg + i * SEG, 1, R, Tr, dm + o * TB, OCg * TB)
+                        _mark_nonfinite(dm + o * TB, OCg * TB, A2, flag, nt)
+                    if not _all_zero(flag, nt):
+                        nonfinite += 1
+                    for xi in range(A2):
+                        # row-major dU[xi] (OCg x Cg) += dM[xi] (OCg x nt) @ V[xi]^T (nt x Cg)
+                        gemm(c'T', c'N', <int>Cg, <int>OCg, <int>nt, v + xi * Cg * TB, <int>TB,
+                             dm + xi * OCg * TB, <int>TB, 1,
+                             us + (gi * A2 + xi) * OCg * Cg, <int>Cg)
+                    it = it + S
+            # Sum the slot copies in slot order into slot 0 (each element owned).
+            for e in prange(USZ, schedule="static", num_threads=nthr):
+                acc = slots[e]
+                for ss in range(1, S):
+                    acc = acc + slots[ss * USZ + e]
+                slots[e] = acc
+            for o in prange(OC, schedule="static", num_threads=n_threads):
+                for c in range(Cg):
+                    _transform_weight_grad(
+                        m, slots + (o // OCg) * A2 * OCg * Cg + (o % OCg) * Cg + c,
+                        OCg * Cg, &dw[o, c, 0, 0])
+    finally:
+        free(ws)
+        free(segs)
+        free(slots)
+    return nonfinite == 0
