@@ -52,13 +52,24 @@ OPS = [
     ("conv_strided", "conv", (32, 16, 64, 64), (32, 16, 3, 3),
      dict(stride=2, padding=1, rounding="floor")),
     ("conv_1x1", "conv", (32, 256, 14, 14), (128, 256, 1, 1), dict(stride=1, padding=0)),
+    ("conv_vgg_b1", "conv", (1, 64, 56, 56), (64, 64, 3, 3), dict(stride=1, padding=1)),
+    ("conv_cifar_b1", "conv", (1, 32, 32, 32), (64, 32, 3, 3), dict(stride=1, padding=1)),
     ("maxpool_book", "maxpool", (100, 30, 24, 24), 2, dict(stride=2, padding=0)),
     ("maxpool_cifar", "maxpool", (64, 64, 32, 32), 2, dict(stride=2, padding=0)),
     ("maxpool_vgg", "maxpool", (16, 64, 56, 56), 2, dict(stride=2, padding=0)),
     ("maxpool_3x3s2", "maxpool", (16, 64, 112, 112), 3,
      dict(stride=2, padding=1, rounding="floor")),
     ("avgpool_2x2", "avgpool", (16, 64, 112, 112), 2, dict(stride=2, padding=0)),
+    # networks with the same weights on both sides; fwd+bwd is a training step's
+    # gradient computation (the optimizer update is not timed)
+    ("net_simpleconvnet", "net", (100, 1, 28, 28), "simpleconvnet", {}),
+    ("net_vgg_block", "net", (32, 64, 32, 32), "vgg_block", {}),
 ]
+# the convolutions inside each network row: (x shape, w shape, options)
+NET_CONVS = {
+    "simpleconvnet": [((100, 1, 28, 28), (30, 1, 5, 5), {})],
+    "vgg_block": [((32, 64, 32, 32), (64, 64, 3, 3), dict(padding=1))] * 2,
+}
 QUICK_OPS = ("conv_book", "conv_cifar", "conv_1x1", "maxpool_cifar", "avgpool_2x2")
 
 
@@ -245,6 +256,107 @@ def _cyconv_calls(op, x, w, b, dy, backend, threads):
     return fwd, fwdbwd, "kernels"
 
 
+def _cyconv_net(name, x_shape, dtype, backend):
+    """A cyconv network of the benchmark, built with seed 0, and its layers' weights."""
+    import numpy as np
+
+    import cyconv
+    from cyconv.nn import SimpleConvNet
+    if name == "simpleconvnet":
+        return SimpleConvNet(x_shape[1:], dtype=dtype, seed=0, backend=backend)
+    layers = [cyconv.Conv2D(64, 3, padding=1, backend=backend), cyconv.ReLU(),
+              cyconv.Conv2D(64, 3, padding=1, backend=backend), cyconv.ReLU(),
+              cyconv.MaxPool2D(2, backend=backend)]
+    rng = np.random.default_rng(0)
+    shape = tuple(x_shape[1:])
+    for layer in layers:
+        shape = layer.build(shape, dtype=np.dtype(dtype), rng=rng)
+    return layers
+
+
+def _net_calls(op, x, backend, threads):
+    """(forward, forward+backward) of a network row on one cyconv backend."""
+    import numpy as np
+    import cyconv
+    _, _, xs, net_name, _ = op
+    net = _cyconv_net(net_name, xs, x.dtype, backend)
+    cyconv.set_num_threads(threads)   # layers run on the global thread setting
+    if net_name == "simpleconvnet":
+        t = np.arange(xs[0]) % 10
+
+        def fwd():
+            return net.predict(x)
+
+        def fwdbwd():
+            return net.gradient(x, t)
+        return fwd, fwdbwd, net
+    layers = net
+
+    def fwd():
+        out = x
+        for layer in layers:
+            out = layer.forward(out)
+        return out
+
+    def fwdbwd():
+        dout = np.ones_like(fwd())
+        for layer in reversed(layers):
+            dout = layer.backward(dout)
+        return dout
+    return fwd, fwdbwd, layers
+
+
+def _torch_net_calls(op, x, cy_net):
+    """The same network in torch, with cyconv's weights."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    _, _, xs, net_name, _ = op
+    tx = torch.from_numpy(x.copy())
+
+    def param(a):
+        return torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(a).copy()))
+    if net_name == "simpleconvnet":
+        c1, _, _, a1, _, a2 = cy_net.layers
+        w1, b1 = param(c1.params["W"]), param(c1.params["b"])
+        w2, b2 = param(a1.params["W"].T), param(a1.params["b"])
+        w3, b3 = param(a2.params["W"].T), param(a2.params["b"])
+        tt = torch.from_numpy(np.arange(xs[0]) % 10)
+
+        def scores():
+            h = F.max_pool2d(F.relu(F.conv2d(tx, w1, b1)), 2)
+            return F.linear(F.relu(F.linear(h.flatten(1), w2, b2)), w3, b3)
+
+        def fwd():
+            with torch.no_grad():
+                return scores()
+
+        def fwdbwd():
+            for p in (w1, b1, w2, b2, w3, b3):
+                p.grad = None
+            F.cross_entropy(scores(), tt).backward()
+        return fwd, fwdbwd
+    c1, _, c2, _, _ = cy_net
+    w1, b1 = param(c1.params["W"]), param(c1.params["b"])
+    w2, b2 = param(c2.params["W"]), param(c2.params["b"])
+    tx.requires_grad_(True)
+
+    def block():
+        h = F.relu(F.conv2d(F.relu(F.conv2d(tx, w1, b1, padding=1)), w2, b2, padding=1))
+        return F.max_pool2d(h, 2)
+
+    def fwd():
+        with torch.no_grad():
+            return block()
+
+    def fwdbwd():
+        for p in (tx, w1, b1, w2, b2):
+            p.grad = None
+        out = block()
+        out.backward(torch.ones_like(out))
+    return fwd, fwdbwd
+
+
 def _torch_calls(op, x, w, b, dy):
     import torch
     import torch.nn.functional as F
@@ -256,34 +368,40 @@ def _torch_calls(op, x, w, b, dy):
         tw = torch.from_numpy(w.copy()).requires_grad_(True)
         tb = torch.from_numpy(b.copy()).requires_grad_(True)
 
-        def fwd():
+        def conv():
             return F.conv2d(tx, tw, tb, stride=opts["stride"], padding=opts["padding"])
+
+        def fwd():     # inference: no autograd graph, as torch users time it
+            with torch.no_grad():
+                return conv()
 
         def fwdbwd():
             tx.grad = tw.grad = tb.grad = None
-            fwd().backward(tdy)
+            conv().backward(tdy)
     elif kind == "maxpool":
-        def fwd():
+        def pool():
             return F.max_pool2d(tx, wk, stride=opts["stride"], padding=opts["padding"],
                                 ceil_mode=ceil)
-
-        def fwdbwd():
-            tx.grad = None
-            fwd().backward(tdy)
     else:
-        def fwd():
+        def pool():
             return F.avg_pool2d(tx, wk, stride=opts["stride"], padding=opts["padding"],
                                 ceil_mode=ceil)
+    if kind != "conv":
+        def fwd():
+            with torch.no_grad():
+                return pool()
 
         def fwdbwd():
             tx.grad = None
-            fwd().backward(tdy)
+            pool().backward(tdy)
     return fwd, fwdbwd
 
 
 def _out_shape(op):
     from cyconv._shapes import resolve_geometry
     _, kind, xs, wk, opts = op
+    if kind == "net":
+        return xs
     opts = dict(opts)
     rounding = opts.pop("rounding", "exact")
     if kind == "conv":
@@ -326,15 +444,22 @@ def _run(ops, dtypes, threads, repeats, budget, with_numpy, with_torch, log):
             w = rng.standard_normal(wk).astype(dtype) if kind == "conv" else None
             b = rng.standard_normal(wk[0]).astype(dtype) if kind == "conv" else None
             dy = rng.standard_normal(_out_shape(op)).astype(dtype)
-            cy_f, cy_fb, path = _cyconv_calls(op, x, w, b, dy, "cython", threads)
-            res = {"op": name, "dtype": np.dtype(dtype).name, "threads": threads, "path": path}
+            if kind == "net":
+                cy_f, cy_fb, cy_net = _net_calls(op, x, "cython", threads)
+                path = "layers"
+            else:
+                cy_f, cy_fb, path = _cyconv_calls(op, x, w, b, dy, "cython", threads)
+            res = {"op": name, "dtype": np.dtype(dtype).name, "threads": threads, "path": path,
+                   "algorithm": _algorithm(op, x, w)}
             passes = {"fwd": {"cython": (cy_f, repeats)}, "fwdbwd": {"cython": (cy_fb, repeats)}}
             if with_numpy:  # 10-50x slower: fewer rounds
-                np_f, np_fb, _ = _cyconv_calls(op, x, w, b, dy, "numpy", threads)
+                np_f, np_fb, _ = (_net_calls(op, x, "numpy", threads) if kind == "net" else
+                                  _cyconv_calls(op, x, w, b, dy, "numpy", threads))
                 passes["fwd"]["numpy"] = (np_f, max(3, repeats // 4))
                 passes["fwdbwd"]["numpy"] = (np_fb, max(3, repeats // 4))
             if with_torch:
-                t_f, t_fb = _torch_calls(op, x, w, b, dy)
+                t_f, t_fb = (_torch_net_calls(op, x, cy_net) if kind == "net" else
+                             _torch_calls(op, x, w, b, dy))
                 passes["fwd"]["torch"] = (t_f, repeats)
                 passes["fwdbwd"]["torch"] = (t_fb, repeats)
             for p, calls in passes.items():
@@ -351,6 +476,29 @@ def _run(ops, dtypes, threads, repeats, budget, with_numpy, with_torch, log):
     return rows
 
 
+def _algorithm(op, x, w):
+    """The convolution algorithm the compiled backend runs for a conv row ("auto")."""
+    _, kind, xs, wk, opts = op
+    if kind == "net":
+        convs = NET_CONVS[wk]
+    elif kind == "conv":
+        convs = [(xs, wk, opts)]
+    else:
+        return None
+    try:
+        from cyconv._shapes import resolve_geometry
+        from cyconv.backends import cython_backend
+    except ImportError:
+        return None
+    chosen = []
+    for conv_xs, conv_ws, conv_opts in convs:
+        conv_opts = dict(conv_opts)
+        rounding = conv_opts.pop("rounding", "exact")
+        geom = resolve_geometry(conv_xs[2:], conv_ws[2:], rounding=rounding, **conv_opts)
+        chosen.append(cython_backend.conv2d_algorithm(conv_xs, conv_ws, geom))
+    return "+".join(chosen)
+
+
 def _fmt(v, ratio=False):
     if v is None:
         return "-"
@@ -358,7 +506,7 @@ def _fmt(v, ratio=False):
 
 
 def _table_header(with_numpy, with_torch):
-    cols = ["op", "dtype", "pass", "cython ms"]
+    cols = ["op", "dtype", "pass", "algorithm", "cython ms"]
     if with_numpy:
         cols.append("numpy ms")
     if with_torch:
@@ -373,7 +521,8 @@ def _table_header(with_numpy, with_torch):
 def _format_row(res, with_numpy, with_torch):
     lines = []
     for p, label in (("fwd", "fwd"), ("fwdbwd", "fwd+bwd")):
-        cells = [res["op"], res["dtype"], label, _fmt(res[f"cython_{p}_ms"])]
+        cells = [res["op"], res["dtype"], label, res.get("algorithm") or "-",
+                 _fmt(res[f"cython_{p}_ms"])]
         if with_numpy:
             cells.append(_fmt(res.get(f"numpy_{p}_ms")))
         if with_torch:
