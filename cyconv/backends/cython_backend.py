@@ -115,9 +115,13 @@ CONV2D_ALGORITHMS = ("gemm", "winograd")
 # in docs/performance.md, "Algorithm choice").
 WINOGRAD_MIN_CHANNELS = 8
 # One thread's Winograd workspace (transformed inputs V and products M of a
-# tile block) is kept near L2 size: the block holds as many tiles as fit, 8-64.
+# tile block) is kept near L2 size: the block holds as many tiles as fit, 8-64,
+# and a call has at least WINOGRAD_MIN_BLOCKS blocks when it has the tiles, so
+# that one image keeps every core busy.  Both depend on the shape only, never
+# on the thread count (bitwise identical results for any n_threads).
 WINOGRAD_WORKSPACE_CAP = 1 << 21
 WINOGRAD_MAX_TILES = 64
+WINOGRAD_MIN_BLOCKS = 4
 
 
 def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto"):
@@ -136,9 +140,12 @@ def _winograd_tile(out_h, out_w):
     return 4 if min(out_h, out_w) >= 8 else 2
 
 
-def _tile_block(cg, ocg, m, dtype):
+def _tile_block(cg, ocg, m, dtype, out_shape, groups):
+    """Tiles per work item, from the shape alone."""
     per_tile = (m + 2) ** 2 * (cg + ocg) * np.dtype(dtype).itemsize
-    return int(max(8, min(WINOGRAD_MAX_TILES, WINOGRAD_WORKSPACE_CAP // per_tile)))
+    tiles = out_shape[0] * -(-out_shape[2] // m) * -(-out_shape[3] // m)
+    spread = -(-tiles * groups // WINOGRAD_MIN_BLOCKS)
+    return int(max(8, min(WINOGRAD_MAX_TILES, WINOGRAD_WORKSPACE_CAP // per_tile, spread)))
 
 
 def _winograd_weights(w, groups, m, n_threads):
@@ -160,7 +167,7 @@ def _winograd_conv(x, w, b, out_shape, pad_top, pad_left, groups, n_threads):
     m = _winograd_tile(out_shape[2], out_shape[3])
     y = np.empty(out_shape, dtype=x.dtype)
     bias = _EMPTY[x.dtype] if b is None else b
-    tb = _tile_block(x.shape[1] // groups, w.shape[0] // groups, m, x.dtype)
+    tb = _tile_block(x.shape[1] // groups, w.shape[0] // groups, m, x.dtype, out_shape, groups)
     work = _conv_work_shapes(out_shape, w.shape) // 4
     threads = _useful_threads(n_threads, work)
     u, finite = _winograd_weights(w, groups, m, threads)
@@ -199,7 +206,7 @@ def _winograd_backward(dy, x, w, geom, groups, n_threads, need_dx):
     m = _winograd_tile(geom.out_h, geom.out_w)
     dw = np.empty_like(w)
     cg, ocg = w.shape[1], w.shape[0] // groups
-    tb = _tile_block(cg, ocg, m, x.dtype)
+    tb = _tile_block(cg, ocg, m, x.dtype, dy.shape, groups)
     slot_bytes = groups * (m + 2) ** 2 * ocg * cg * x.dtype.itemsize
     slots = max(1, min(_conv.MAX_SLOTS, _conv.DW_SLOT_CAP // max(1, slot_bytes)))
     threads = _useful_threads(n_threads, _conv_work(x, w, geom) // 4)
