@@ -40,6 +40,13 @@ def config_info():
     except ImportError:
         blas = ["threadpoolctl not installed"]
     plugins = getattr(REGISTRY, "plugin_report", lambda: {"loaded": [], "failed": []})()
+    algorithms = {}
+    for backend in REGISTRY.all_backends():
+        try:
+            kernels = REGISTRY.get("Conv2D", backend).kernels
+        except Exception:  # backend unavailable: listed as such below
+            continue
+        algorithms[backend] = ("auto",) + tuple(getattr(kernels, "CONV2D_ALGORITHMS", ("gemm",)))
     return {
         "cyconv": __version__,
         "python": sys.version.split()[0],
@@ -54,6 +61,7 @@ def config_info():
         "backends": {b: REGISTRY.unavailable_backends.get(b, "available")
                      for b in REGISTRY.all_backends()},
         "layers": {name: REGISTRY.backends_for(name) for name in list_layers()},
+        "conv2d algorithms": algorithms,
         "plugins": plugins,
     }
 

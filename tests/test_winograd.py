@@ -226,3 +226,10 @@ def test_auto_choice():
     assert cb.conv2d_algorithm((32, 16, 64, 64), (16, 16, 3, 3), geom_s2) == "gemm"
     # depthwise: too few channels per group for the transforms to pay
     assert cb.conv2d_algorithm((8, 32, 32, 32), (32, 1, 3, 3), geom3, groups=32) == "gemm"
+
+
+def test_show_config_lists_the_algorithms():
+    from cyconv._config import config_info
+    algorithms = config_info()["conv2d algorithms"]
+    assert algorithms["cython"] == ("auto", "gemm", "winograd")
+    assert algorithms["numpy"] == ("auto", "gemm")
