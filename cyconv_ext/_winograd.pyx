@@ -313,11 +313,11 @@ cdef inline void _input_transform(const tiling* g, const floating_t* plane,
         else:
             _bt2(R, RW, 1, T, RW, 1, width)
         # along each row, one tile per item (tiles start every m pixels)
-        for k in range(A):
+        for k in range(A):   # literal strides: after inlining the compiler vectorises
             if A == 6:
-                _bt4(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+                _bt4(T + k * RW, 1, 4, v + k * A * vs + q0, vs, 1, L)
             else:
-                _bt2(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+                _bt2(T + k * RW, 1, 2, v + k * A * vs + q0, vs, 1, L)
 
 
 cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
@@ -336,9 +336,9 @@ cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
             _a2(R, RW, 1, T, RW, 1, width)
         for k in range(A):
             if A == 6:
-                _a4(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+                _a4(T + k * RW, 1, 4, v + k * A * vs + q0, vs, 1, L)
             else:
-                _a2(T + k * RW, 1, m, v + k * A * vs + q0, vs, 1, L)
+                _a2(T + k * RW, 1, 2, v + k * A * vs + q0, vs, 1, L)
 
 
 cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_t ms,
@@ -364,9 +364,9 @@ cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_
                 break
             # along the row: pixel q*m + l of the segment
             if A == 6:
-                _at4(tmp + r * A * TB + q0, TB, 1, row, 1, m, L)
+                _at4(tmp + r * A * TB + q0, TB, 1, row, 1, 4, L)
             else:
-                _at2(tmp + r * A * TB + q0, TB, 1, row, 1, m, L)
+                _at2(tmp + r * A * TB + q0, TB, 1, row, 1, 2, L)
             yr = y_img0 + seg[i * SEG + 1] * img_stride + (oy + r) * g.OW + ox
             for p in range(width):
                 yr[p] = row[p] + bias
