@@ -39,6 +39,12 @@ def config_info():
                 if i.get("user_api") == "blas"]
     except ImportError:
         blas = ["threadpoolctl not installed"]
+    try:
+        from .backends.cython_backend import GEMM_BLAS
+        gemm_blas = (f"{GEMM_BLAS.api} ({GEMM_BLAS.path or 'library file unknown'}), "
+                     f"{GEMM_BLAS.note}")
+    except ImportError as exc:
+        gemm_blas = f"compiled backend missing ({exc})"
     plugins = getattr(REGISTRY, "plugin_report", lambda: {"loaded": [], "failed": []})()
     algorithms = {}
     for backend in REGISTRY.all_backends():
@@ -58,6 +64,7 @@ def config_info():
         "threads": get_num_threads(),
         "usable cores": max_usable_threads(),
         "blas": blas,
+        "conv gemm blas": gemm_blas,
         "backends": {b: REGISTRY.unavailable_backends.get(b, "available")
                      for b in REGISTRY.all_backends()},
         "layers": {name: REGISTRY.backends_for(name) for name in list_layers()},

@@ -10,20 +10,23 @@ assumed validated by the public boundary (see :mod:`cyconv.backends`);
 arrays).  ``n_threads`` is a resolved positive int.
 
 Convolution calls single-threaded BLAS GEMMs from inside its OpenMP threads,
-so BLAS must not start threads of its own: every conv call runs under a
-one-thread BLAS limit from a cached :class:`threadpoolctl.ThreadpoolController`
-(skipped when the BLAS libraries already run one thread), shared by
-concurrent callers: the first in sets it, the last out restores it.
+so BLAS must not start threads of its own: every conv call runs under
+:class:`cyconv_ext._blas_limit.OneBlasThread`, a process-wide one-thread
+limit on the BLAS library the GEMMs call (found by
+:mod:`cyconv.backends._gemm_blas`), shared by concurrent callers (the first
+in sets it, the last out restores it) and safe against interrupts.
 """
 
 from __future__ import annotations
 
-import threading
+import os
 
 import numpy as np
 
 from cyconv._shapes import winograd_serves
-from cyconv_ext import _conv, _elementwise, _optim, _pool, _winograd
+from cyconv_ext import _blas_limit, _conv, _elementwise, _optim, _pool, _winograd
+
+from . import _gemm_blas
 
 __all__ = [
     "conv2d_forward",
@@ -36,48 +39,15 @@ __all__ = [
     "relu_backward",
 ]
 
-_controller = None
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
           np.dtype(np.float64): np.empty(0, np.float64)}
-# Concurrent conv calls (the kernels release the GIL) share one BLAS limit:
-# the first caller in sets it, the last one out restores the original.
-_guard_lock = threading.Lock()
-_guard_depth = 0
-_guard_limit = None
 
-
-class _BlasSingleThread:
-    """Context manager: BLAS libraries limited to one thread (cheap when already so)."""
-
-    __slots__ = ()
-
-    def __enter__(self):
-        global _controller, _guard_depth, _guard_limit
-        with _guard_lock:
-            _guard_depth += 1
-            if _guard_depth == 1:
-                try:
-                    if _controller is None:
-                        from threadpoolctl import ThreadpoolController
-                        _controller = ThreadpoolController().select(user_api="blas")
-                    if any(lib.num_threads != 1 for lib in _controller.lib_controllers):
-                        _guard_limit = _controller.limit(limits=1)
-                except Exception:  # threadpoolctl missing or failing: run anyway
-                    _guard_limit = None
-        return self
-
-    def __exit__(self, *exc):
-        global _guard_depth, _guard_limit
-        with _guard_lock:
-            _guard_depth -= 1
-            if _guard_depth == 0 and _guard_limit is not None:
-                _guard_limit.restore_original_limits()
-                _guard_limit = None
-        return False
-
-
-def _blas_guard():
-    return _BlasSingleThread()
+GEMM_BLAS = _gemm_blas.find_gemm_blas()
+_blas_limit.bind(GEMM_BLAS.get_address, GEMM_BLAS.set_address)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_blas_limit.after_fork_in_child)
+# ``with _blas_guard():`` -- entering and leaving are C calls (see _blas_limit.pyx).
+_blas_guard = _blas_limit.OneBlasThread
 
 
 # Below this much work (multiply-adds or elements visited) per thread, waking
