@@ -6,9 +6,18 @@
 * A negative count counts back from that maximum: ``-1`` is all cores,
   ``-2`` all but one (never fewer than one).
 * ``0`` is an error, as is anything that is not an integer.
+* In a process made by ``fork()`` after cyconv ran threaded kernels in the
+  parent, every count resolves to 1 (with one :class:`ThreadsAfterForkWarning`):
+  GNU OpenMP (libgomp) keeps the parent's thread pool in its state, but the
+  child has none of its threads, so the child's first multi-threaded parallel
+  region would wait for them forever.  A one-thread region never touches the
+  pool.  Explicit requests (``n_threads=``, :func:`set_num_threads`) resolve to
+  1 there too; the ``spawn`` and ``forkserver`` start methods give workers
+  their threads back.
 
 Kernels only ever see the positive count returned by
-:func:`resolve_num_threads`.
+:func:`resolve_num_threads`, so every ``prange`` kernel (conv, pools, ReLU,
+Adam, and compiled plugins that ask :func:`get_num_threads`) is covered here.
 """
 
 from __future__ import annotations
@@ -16,11 +25,56 @@ from __future__ import annotations
 import numbers
 import os
 import threading
+import warnings
 
-__all__ = ["set_num_threads", "get_num_threads", "resolve_num_threads", "max_usable_threads"]
+__all__ = ["set_num_threads", "get_num_threads", "resolve_num_threads", "max_usable_threads",
+           "ThreadsAfterForkWarning"]
 
 _lock = threading.Lock()
 _global_setting = None  # None: follow CYCONV_NUM_THREADS / all cores
+
+# Fork safety.  _threads_resolved: this process has handed out (or reported) a
+# count above 1, so libgomp may hold a thread pool.  _forked_after_threads: this
+# process is a fork() child of such a process (or of such a child), where only
+# one-thread parallel regions are safe.  Plain bools, written by one statement.
+_threads_resolved = False
+_forked_after_threads = False
+_fork_warning_due = True
+
+
+class ThreadsAfterForkWarning(RuntimeWarning):
+    """cyconv's kernels run on one thread in this process, because it was made
+    by ``fork()`` after its parent ran multi-threaded (OpenMP) kernels."""
+
+
+_FORK_MESSAGE = (
+    "cyconv: this process was made by fork() after cyconv ran multi-threaded kernels in "
+    "its parent. GNU OpenMP cannot start threads in such a child (the first parallel "
+    "region would hang), so cyconv's kernels run on one thread here, whatever n_threads "
+    "or set_num_threads ask for. To run threaded kernels in worker processes, start them "
+    "with the 'spawn' or 'forkserver' method, e.g. "
+    "multiprocessing.get_context('forkserver').Pool(...) or "
+    "concurrent.futures.ProcessPoolExecutor(mp_context=multiprocessing.get_context('spawn')).")
+
+
+def _after_fork_in_child():
+    global _forked_after_threads, _fork_warning_due
+    if _threads_resolved:
+        _forked_after_threads = True
+        _fork_warning_due = True  # once per process
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _single_thread_after_fork():
+    """The count for a forked child of a threaded parent: 1, said once."""
+    global _fork_warning_due
+    if _fork_warning_due:
+        _fork_warning_due = False
+        warnings.warn(_FORK_MESSAGE, ThreadsAfterForkWarning, stacklevel=4)
+    return 1
 
 
 def max_usable_threads():
@@ -81,13 +135,18 @@ def resolve_num_threads(n_threads=None):
     >>> resolve_num_threads(-1) == max_usable_threads()
     True
     """
+    global _threads_resolved
     if n_threads is None:
         n_threads = _global_setting if _global_setting is not None else _from_environment()
         if n_threads is None:
-            return max_usable_threads()
+            n_threads = max_usable_threads()
     n_threads = _check_count(n_threads, "n_threads")
     if n_threads < 0:
-        return max(max_usable_threads() + 1 + n_threads, 1)
+        n_threads = max(max_usable_threads() + 1 + n_threads, 1)
+    if n_threads > 1:
+        if _forked_after_threads:
+            return _single_thread_after_fork()
+        _threads_resolved = True
     return n_threads
 
 
@@ -100,7 +159,9 @@ def set_num_threads(n_threads):
         A positive count, a negative count (``-1`` = all usable cores), or
         ``None`` to go back to the default (``CYCONV_NUM_THREADS`` or all cores).
         Safe to call while other threads compute: each call reads the setting
-        once, when it starts.
+        once, when it starts.  In a ``fork()`` child of a process that ran
+        threaded kernels the setting is kept but kernels run on one thread
+        (see :class:`ThreadsAfterForkWarning`).
     """
     global _global_setting
     if n_threads is not None:
@@ -110,5 +171,6 @@ def set_num_threads(n_threads):
 
 
 def get_num_threads():
-    """Return the thread count a kernel started now would use (a positive int)."""
+    """Return the thread count a kernel started now would use (a positive int;
+    1 in a ``fork()`` child of a process that ran threaded kernels)."""
     return resolve_num_threads(None)
