@@ -31,8 +31,10 @@ Examples
 
 from __future__ import annotations
 
+import errno
 import os
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -290,56 +292,132 @@ class Sequential:
     def load_params(self, path):
         """Load parameters saved by :meth:`save_params` into the existing arrays (in place).
 
+        The file is judged before it is read: member names first (from the
+        zip directory), then each expected member's ``.npy`` header (shape,
+        dtype, order) and its uncompressed size; only then exactly the
+        expected bytes are read.  Unexpected members are never decompressed,
+        so a decompression bomb or a header claiming a huge shape costs
+        nothing.  Either every parameter is loaded or none is touched.
+
         Raises
         ------
         FileNotFoundError
             No such file.
+        OSError
+            The path is a loop of symbolic links (errno ``ELOOP``).
         ValueError
             Not a readable ``.npz`` file (truncated, corrupt or another format),
             or it does not match this network: a missing key, an extra key, a
-            wrong shape or a wrong dtype (the message names the key).
+            member that is not a ``.npy`` array, a wrong shape or dtype, or a
+            member whose size does not match its header (the message names
+            the key).
         """
         path = os.fspath(path)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such parameter file: {path!r}")
-        def invalid(why):
-            return ValueError(f"{path!r} is not a valid .npz parameter file: {why}")
-
-        try:
-            data = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError, RuntimeError, NotImplementedError,
-                zipfile.BadZipFile) as exc:
-            raise invalid(f"unreadable, truncated or corrupt ({exc})") from None
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise invalid("it holds a single .npy array, not an .npz archive of named arrays")
-        try:
-            with data:
-                arrays = {key: data[key] for key in data.files}
-        except (ValueError, OSError, EOFError, KeyError, RuntimeError, NotImplementedError,
-                zipfile.BadZipFile) as exc:
-            # zipfile raises RuntimeError/NotImplementedError for damaged headers
-            # (an "encrypted" flag, an unknown compression method).
-            raise invalid(f"truncated or corrupt ({exc})") from None
-        missing = [k for k in self.params if k not in arrays]
-        extra = [k for k in arrays if k not in self.params]
-        if missing:
-            raise ValueError(f"{path!r} does not match the network: key {missing[0]!r} is "
-                             f"missing (missing: {', '.join(missing)})")
-        if extra:
-            raise ValueError(f"{path!r} does not match the network: unexpected key "
-                             f"{extra[0]!r} (extra: {', '.join(extra)})")
-        for key, array in self.params.items():
-            saved = arrays[key]
-            if saved.shape != array.shape:
-                raise ValueError(f"{path!r} does not match the network: key {key!r} has shape "
-                                 f"{saved.shape}, the network expects {array.shape}")
-            if saved.dtype != array.dtype:
-                raise ValueError(f"{path!r} does not match the network: key {key!r} has dtype "
-                                 f"{saved.dtype}, the network expects {array.dtype}")
         self._sync_params()
+        arrays = _read_param_file(path, self.params)
         for key, array in self.params.items():
             array[...] = arrays[key]
         return self
+
+
+# Errors zipfile and its decompressors raise for damaged archives (F9: a
+# damaged local header gives RuntimeError "encrypted" / NotImplementedError
+# "compression method").
+_ZIP_ERRORS = (ValueError, OSError, EOFError, RuntimeError, NotImplementedError,
+               zipfile.BadZipFile, zlib.error)
+try:
+    import lzma
+    _ZIP_ERRORS += (lzma.LZMAError,)
+except ImportError:  # pragma: no cover - Python built without lzma
+    pass
+# Format 3.0 differs from 2.0 only by UTF-8 field names (of structured dtypes,
+# which no parameter has): its header parses as 2.0.
+_NPY_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0,
+                       (2, 0): np.lib.format.read_array_header_2_0,
+                       (3, 0): np.lib.format.read_array_header_2_0}
+
+
+class _MemberRefused(Exception):
+    """A member that does not hold what the network expects (the message says why)."""
+
+
+def _read_param_file(path, expected):
+    """The arrays of the ``.npz`` file at ``path`` for the keys of ``expected``
+    (key -> the network's array), each judged before it is read."""
+
+    def invalid(why):
+        return ValueError(f"{path!r} is not a valid .npz parameter file: {why}")
+
+    def mismatch(why):
+        return ValueError(f"{path!r} does not match the network: {why}")
+
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such parameter file: {path!r}") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, "parameter file path is a loop of symbolic links "
+                                       "(ELOOP: too many levels of symbolic links)", path) from None
+        raise invalid(f"unreadable ({exc})") from None
+    with f:
+        try:
+            single_npy = f.read(len(np.lib.format.MAGIC_PREFIX)) == np.lib.format.MAGIC_PREFIX
+            f.seek(0)
+            archive = None if single_npy else zipfile.ZipFile(f)
+        except _ZIP_ERRORS as exc:
+            raise invalid(f"unreadable, truncated or corrupt ({exc})") from None
+        if single_npy:
+            raise invalid("it holds a single .npy array, not an .npz archive of named arrays")
+        with archive:
+            members = {}
+            for info in archive.infolist():  # the zip directory: nothing is decompressed
+                key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+                if key in members:
+                    raise invalid(f"key {key!r} appears twice")
+                members[key] = info
+            missing = [k for k in expected if k not in members]
+            extra = [k for k in members if k not in expected]
+            if missing:
+                raise mismatch(f"key {missing[0]!r} is missing (missing: {', '.join(missing)})")
+            if extra:
+                raise mismatch(f"unexpected key {extra[0]!r} (extra: {', '.join(extra)})")
+            arrays = {}
+            for key, like in expected.items():
+                try:
+                    with archive.open(members[key]) as member:
+                        arrays[key] = _read_member(member, members[key].file_size, like)
+                except _MemberRefused as exc:
+                    raise mismatch(f"key {key!r} {exc}") from None
+                except _ZIP_ERRORS as exc:
+                    raise invalid(f"key {key!r} is truncated or corrupt ({exc})") from None
+    return arrays
+
+
+def _read_member(member, file_size, like):
+    """One member's array: its .npy header checked against ``like`` (shape and
+    dtype) and against the member's uncompressed size, then exactly the
+    expected bytes read (and one more, which must not exist)."""
+    try:
+        version = np.lib.format.read_magic(member)
+        read_header = _NPY_HEADER_READERS.get(version)
+        if read_header is None:
+            raise ValueError(f"unsupported .npy format version {version}")
+        shape, fortran_order, dtype = read_header(member)
+    except (ValueError, TypeError) as exc:
+        raise _MemberRefused(f"is not a .npy array ({exc})") from None
+    if shape != like.shape:
+        raise _MemberRefused(f"has shape {shape}, the network expects {like.shape}")
+    if dtype != like.dtype:
+        raise _MemberRefused(f"has dtype {dtype}, the network expects {like.dtype}")
+    data_bytes = like.size * like.dtype.itemsize
+    if file_size != member.tell() + data_bytes:
+        raise _MemberRefused(f"holds {file_size} bytes, but its .npy header and shape make "
+                             f"{member.tell() + data_bytes}")
+    data = member.read(data_bytes)
+    if len(data) != data_bytes or member.read(1):  # reading to the end checks the CRC
+        raise _MemberRefused(f"does not hold the {data_bytes} data bytes its header says")
+    return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
 
 
 def _labels(t):

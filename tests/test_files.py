@@ -4,9 +4,11 @@
   garbage and gzip-damaged files: an array consistent with its header or a
   ``ValueError`` naming the file -- never another exception.
 * ``Sequential.save_params`` / ``load_params``: wrong keys, shapes and dtypes,
-  truncated archives, non-npz files, pickled object arrays: a clear
-  ``ValueError``/``FileNotFoundError`` naming the problem, and a failed load
-  leaves the network's parameters untouched.
+  truncated archives, non-npz files, pickled object arrays, members that are
+  not arrays, decompression bombs, headers and sizes that lie, symlink loops:
+  a clear ``ValueError``/``FileNotFoundError`` naming the problem, judged
+  before anything big is read, and a failed load leaves the network's
+  parameters untouched.
 * The CLI's argument parser with junk: a parsed namespace or exit status 2
   with a one-line message, never a traceback.
 """
@@ -14,11 +16,14 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import io
 import os
+import re
 import struct
 import zipfile
+import zlib
 
 import numpy as np
 import pytest
@@ -381,3 +386,225 @@ def test_finding_load_params_corrupt_zip_header(tmp_path, field, value):
     with pytest.raises(ValueError, match="p.npz"):
         net.load_params(path)
     _assert_unchanged(net, before)
+
+
+# -- hostile parameter files (issue 12, items 2 and 3) ---------------------------------
+
+def _npy(array=None, *, header=None, data=b""):
+    """A .npy member: np.save's bytes, or a hand-made header dict and data."""
+    buf = io.BytesIO()
+    if header is None:
+        np.save(buf, array)
+    else:
+        np.lib.format.write_array_header_1_0(buf, header)
+        buf.write(data)
+    return buf.getvalue()
+
+
+def _deflated_zeros(prefix, n_mib):
+    """A raw deflate stream of ``prefix`` followed by n_mib MiB of zeros, made
+    in milliseconds: after a full flush the compressor starts afresh, so one
+    compressed MiB repeated is the stream of many."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(bytes(1 << 20)) + c.flush(zlib.Z_FULL_FLUSH)
+    return head + block * n_mib + c.flush(zlib.Z_FINISH)
+
+
+def _write_zip(path, members):
+    """A zip archive from (name, payload, method, crc, claimed size) written by
+    hand, so that payloads and sizes can lie (method 0 stored, 8 deflated)."""
+    out, central = io.BytesIO(), b""
+    for name, payload, method, crc, size in members:
+        raw, offset = name.encode(), out.tell()
+        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc,
+                              len(payload), size, len(raw), 0) + raw + payload)
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, crc,
+                               len(payload), size, len(raw), 0, 0, 0, 0, 0, offset) + raw
+    start = out.tell()
+    out.write(central + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(members),
+                                    len(members), len(central), start, 0))
+    path.write_bytes(out.getvalue())
+    return path
+
+
+def _stored(name, data):
+    return (name, data, 0, zlib.crc32(data), len(data))
+
+
+def _good_members(net, skip=()):
+    return [_stored(k + ".npy", _npy(v)) for k, v in net.params.items() if k not in skip]
+
+
+def test_hand_made_zips_are_what_they_claim(tmp_path):
+    net = _net()
+    path = _write_zip(tmp_path / "p.npz", _good_members(net))
+    other = _net()
+    for v in other.params.values():
+        v[...] = 0
+    other.load_params(path)
+    assert all(np.array_equal(other.params[k], v) for k, v in net.params.items())
+    stream = _deflated_zeros(b"abc", 3)
+    assert zlib.decompress(stream, -15) == b"abc" + bytes(3 << 20)
+
+
+@pytest.mark.parametrize("junk", [b"junk", b"junk" * 40, b"\x93NUMPY\x09\x00" + b"x" * 50,
+                                  b"\x93NUMPY\x01\x00\xff\xff{'descr': 'zz'"])
+def test_finding_load_params_member_that_is_not_an_array(tmp_path, junk):
+    """Issue 12.2: a member without the .npy magic came back from np.load as
+    bytes and load_params raised AttributeError ('bytes' has no 'shape')."""
+    net = _net()
+    members = [(n, junk if n == "0.W.npy" else d, m, c, s) if n != "0.W.npy"
+               else _stored(n, junk) for n, d, m, c, s in _good_members(net)]
+    path = _write_zip(tmp_path / "p.npz", members)
+    before = _params_copy(net)
+    with pytest.raises(ValueError, match=r"'0\.W' is not a \.npy array") as info:
+        net.load_params(path)
+    assert "p.npz" in str(info.value)
+    _assert_unchanged(net, before)
+
+
+def test_finding_load_params_issue_reproducer(tmp_path):
+    net = nn.Sequential([cyconv.Conv2D(2, 3), cyconv.Affine(3)], input_shape=(1, 6, 6), seed=0)
+    path = tmp_path / "p.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        for k, v in net.params.items():
+            b = io.BytesIO()
+            np.save(b, v)
+            z.writestr(k + ".npy", b"junk" if k == "0.W" else b.getvalue())
+    with pytest.raises(ValueError, match="0.W"):
+        net.load_params(path)
+
+
+HOSTILE_LOADS = '''
+import json, resource, sys, tracemalloc
+import numpy as np, cyconv
+from cyconv import nn
+net = nn.Sequential([cyconv.Conv2D(2, 3), cyconv.ReLU(), cyconv.MaxPool2D(2), cyconv.Affine(3)],
+                    input_shape=(1, 6, 6), seed=0)
+before = {k: v.copy() for k, v in net.params.items()}
+size = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+resource.setrlimit(resource.RLIMIT_AS, (size + (512 << 20),) * 2)
+results = {}
+for case, path in json.loads(sys.argv[1]).items():
+    tracemalloc.start()
+    try:
+        net.load_params(path)
+        outcome = ["loaded", ""]
+    except BaseException as exc:
+        outcome = [type(exc).__name__, str(exc)]
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    results[case] = dict(outcome=outcome, peak=peak,
+                         unchanged=all(np.array_equal(net.params[k], v) for k, v in before.items()))
+print(json.dumps(results))
+'''
+
+
+def test_finding_load_params_bombs_and_lying_headers_are_judged_before_reading(tmp_path):
+    """Issue 12.3: load_params read every member in full, unexpected ones
+    included, before it checked names and shapes: a small file with a member
+    inflating to 1 GiB, or a header claiming shape (2**30,), exhausted memory
+    (here: MemoryError under an address-space limit of 512 MiB more than the
+    process has) before the file was judged.  Now each is a ValueError naming
+    the key, the parameters untouched, and at most a few MiB traced."""
+    import json
+    import subprocess
+    import sys
+    net = _net()
+    shape, gib = net.params["0.W"].shape, 1024
+    header = _npy(header={"descr": "<f8", "fortran_order": False, "shape": shape})
+    inflating = _deflated_zeros(header, gib)
+    cases = {
+        "bomb": _good_members(net) + [("bomb.npy", _deflated_zeros(b"", gib), 8, 0, 1 << 30)],
+        "huge_shape": _good_members(net, skip="0.W") + [_stored("0.W.npy", _npy(
+            header={"descr": "<f8", "fortran_order": False, "shape": (2**30,)}, data=bytes(64)))],
+        "inflating_member": _good_members(net, skip="0.W") + [
+            ("0.W.npy", inflating, 8, 0, len(header) + (1 << 30))],
+        # the directory claims the right size: zipfile inflates no more than
+        # that, so the rest of the stream is never decompressed (and the claimed
+        # part must match the claimed CRC)
+        "inflating_member_lying_size": _good_members(net, skip="0.W") + [
+            ("0.W.npy", inflating, 8, 0, len(header) + net.params["0.W"].nbytes)],
+        "inflating_member_lying_size_right_crc": _good_members(net, skip="0.W") + [
+            ("0.W.npy", inflating, 8, zlib.crc32(header + bytes(net.params["0.W"].nbytes)),
+             len(header) + net.params["0.W"].nbytes)],
+    }
+    paths = {case: str(_write_zip(tmp_path / f"{case}.npz", members))
+             for case, members in cases.items()}
+    assert max(os.path.getsize(p) for p in paths.values()) < (2 << 20)
+    out = subprocess.run([sys.executable, "-c", HOSTILE_LOADS, json.dumps(paths)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    results = json.loads(out.stdout.strip().splitlines()[-1])
+    expect = {"bomb": r"unexpected key 'bomb'",
+              "huge_shape": r"key '0\.W' has shape \(1073741824,\), the network expects",
+              "inflating_member": r"key '0\.W' holds 1073741\d+ bytes",
+              "inflating_member_lying_size": r"key '0\.W' is truncated or corrupt \(Bad CRC"}
+    assert set(results) == set(cases)
+    for case, result in results.items():
+        assert result["peak"] < (8 << 20), (case, result["peak"])
+        kind, message = result["outcome"]
+        if case == "inflating_member_lying_size_right_crc":
+            assert kind == "loaded", result  # zeros, as the directory says
+            continue
+        assert kind == "ValueError" and re.search(expect[case], message), (case, result)
+        assert paths[case] in message, (case, message)
+        assert result["unchanged"], case
+
+
+def test_load_params_reads_fortran_order_and_npy_format_2(tmp_path):
+    net = _net()
+    key = next(k for k, v in net.params.items() if v.ndim == 2)
+    members = []
+    for k, v in net.params.items():
+        if k == key:
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.asfortranarray(v), version=(2, 0))
+            members.append(_stored(k + ".npy", buf.getvalue()))
+        else:
+            members.append(_stored(k + ".npy", _npy(v)))
+    other = _net()
+    for v in other.params.values():
+        v[...] = 0
+    other.load_params(_write_zip(tmp_path / "f.npz", members))
+    assert all(np.array_equal(other.params[k], v) for k, v in net.params.items())
+
+
+@pytest.mark.parametrize("case", ["duplicate", "extra_bytes", "short_member", "big_endian"])
+def test_load_params_refuses_inconsistent_members(tmp_path, case):
+    net = _net()
+    members = _good_members(net)
+    name, data = "0.b.npy", _npy(net.params["0.b"])
+    if case == "duplicate":
+        members.append(_stored(name, data))
+        expect = r"key '0\.b' appears twice"
+    elif case == "extra_bytes":
+        members = _good_members(net, skip="0.b") + [_stored(name, data + b"\0" * 8)]
+        expect = r"key '0\.b' holds \d+ bytes, but its \.npy header and shape make \d+"
+    elif case == "short_member":
+        members = _good_members(net, skip="0.b") + [_stored(name, data[:-8])]
+        expect = r"key '0\.b' holds \d+ bytes"
+    else:
+        members = _good_members(net, skip="0.b") + [
+            _stored(name, _npy(net.params["0.b"].astype(">f8")))]
+        expect = r"key '0\.b' has dtype >f8, the network expects float64"
+    before = _params_copy(net)
+    with pytest.raises(ValueError, match=expect):
+        net.load_params(_write_zip(tmp_path / "p.npz", members))
+    _assert_unchanged(net, before)
+
+
+def test_finding_load_params_symlink_loop_is_named(tmp_path):
+    """A symlink loop was reported as 'no such parameter file'."""
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(OSError, match="loop of symbolic links.*ELOOP") as info:
+        _net().load_params(a)
+    assert info.value.errno == errno.ELOOP and not isinstance(info.value, FileNotFoundError)
+    assert str(a) in str(info.value)
+    dangling = tmp_path / "dangling.npz"
+    dangling.symlink_to(tmp_path / "absent.npz")
+    with pytest.raises(FileNotFoundError, match="no such parameter file"):
+        _net().load_params(dangling)
