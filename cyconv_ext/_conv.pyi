@@ -28,3 +28,6 @@ def conv2d_backward(
     groups: int,
     n_threads: int,
 ) -> None: ...
+def ox_ranges(
+    W: int, OW: int, KW: int, SW: int, PL: int, DW: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]: ...

@@ -95,18 +95,40 @@ cdef conv_geom _make_geom(geom, index_t H, index_t W, index_t OH, index_t OW):
     return g
 
 
+@cython.cdivision(True)
+cdef inline index_t _floor_div(index_t a, index_t b) noexcept nogil:
+    """floor(a / b) for b > 0 (C division truncates toward zero)."""
+    cdef index_t q = a / b
+    if a % b != 0 and a < 0:
+        q -= 1
+    return q
+
+
 cdef tuple _ox_ranges(conv_geom g):
-    """Per kernel column kx: the output columns [lo, hi) whose tap is inside."""
-    ox = np.arange(g.OW, dtype=np.intp)
-    lo = np.zeros(g.KW, dtype=np.intp)
-    hi = np.zeros(g.KW, dtype=np.intp)
-    for kx in range(g.KW):
-        ix = ox * g.SW - g.PL + kx * g.DW
-        inside = np.nonzero((ix >= 0) & (ix < g.W))[0]
-        if inside.size:
-            lo[kx] = inside[0]
-            hi[kx] = inside[inside.size - 1] + 1
-    return lo, hi
+    """Per kernel column kx: the output columns [lo, hi) whose tap is inside,
+    i.e. 0 <= ox*SW - PL + kx*DW < W, solved for ox (O(KW), no per-ox work)."""
+    lo_ = np.zeros(g.KW, dtype=np.intp)
+    hi_ = np.zeros(g.KW, dtype=np.intp)
+    cdef index_t[::1] lo = lo_, hi = hi_
+    cdef index_t kx, offset, first, last
+    with nogil:
+        for kx in range(g.KW):
+            offset = kx * g.DW - g.PL  # ix = ox*SW + offset
+            first = max(-_floor_div(offset, g.SW), 0)  # ceil(-offset / SW)
+            last = min(_floor_div(g.W - 1 - offset, g.SW), g.OW - 1)
+            if first <= last:
+                lo[kx] = first
+                hi[kx] = last + 1
+    return lo_, hi_
+
+
+def ox_ranges(index_t W, index_t OW, index_t KW, index_t SW, index_t PL, index_t DW):
+    """``_ox_ranges`` for a row geometry (tests compare it with the direct scan)."""
+    if KW < 0 or SW < 1 or DW < 1:
+        raise ValueError(f"need KW >= 0, SW >= 1 and DW >= 1, got {KW}, {SW}, {DW}")
+    cdef conv_geom g
+    g.W, g.OW, g.KW, g.SW, g.PL, g.DW = W, OW, KW, SW, PL, DW
+    return _ox_ranges(g)
 
 
 cdef inline void _gemm(char ta, char tb, int m, int n, int k,
