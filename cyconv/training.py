@@ -187,7 +187,7 @@ class Trainer:
                 batches = self._epoch_batches(self.rng.permutation(n))
                 bar = None
                 if tqdm is not None:
-                    bar = tqdm(total=sum(len(idx) for idx, _ in batches),
+                    bar = tqdm(total=sum(count for _, count in batches),
                                desc=f"epoch {epoch}/{self.epochs}", unit="img",
                                leave=False, file=self.file or sys.stderr, dynamic_ncols=True)
                 t0 = time.perf_counter()
@@ -214,12 +214,13 @@ class Trainer:
                         history.samples += global_count
                         if self.callback is not None:
                             self.callback(self, epoch, step, loss)
-                        if bar is not None and seen:
-                            rate = seen / max(time.perf_counter() - t0, 1e-9)
-                            bar.update(len(idx))
-                            bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
-                                            acc=f"{correct / seen:.3f}",
-                                            rate=f"{rate:.0f}/s", refresh=False)
+                        if bar is not None:  # all processes' samples; this process's loss
+                            bar.update(global_count)
+                            rate = bar.n / max(time.perf_counter() - t0, 1e-9)
+                            if seen:
+                                bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
+                                                acc=f"{correct / seen:.3f}",
+                                                rate=f"{rate:.0f}/s", refresh=False)
                 finally:
                     epoch_train_time = time.perf_counter() - t0
                     history.train_time += epoch_train_time
