@@ -149,7 +149,7 @@ def main(argv=None):
     parser.add_argument("--data-dir", default=os.path.join("..", "shared", "data", "mnist"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=12, help="steps timed per local batch")
+    parser.add_argument("--steps", type=int, default=20, help="steps timed per local batch")
     parser.add_argument("--bandwidth", type=float, nargs="+", default=[10.0, 100.0],
                         help="network bandwidths of the model, Gbit/s")
     parser.add_argument("--latency", type=float, default=20e-6, help="seconds per message")
@@ -171,12 +171,17 @@ def main(argv=None):
                "2 ranks x 1 thread": [mpiexec, "-n", "2", sys.executable, *common, "--mpi",
                                       "--threads", "1"]}
     results = {name: [] for name in configs}
+    loads = []
     for r in range(args.rounds):
         for name, command in configs.items():
+            loads.append(os.getloadavg()[0])
             results[name].append(run(command))
             times = results[name][-1]["epoch_time"]
             print(f"round {r + 1} {name}: epochs {', '.join(f'{t:.2f}' for t in times)} s, "
-                  f"test accuracy {results[name][-1]['test_acc'][-1]:.2%}", flush=True)
+                  f"test accuracy {results[name][-1]['test_acc'][-1]:.2%} (load average "
+                  f"{loads[-1]:.1f} at the start)", flush=True)
+    print(f"machine: {os.cpu_count()} cores; 1-minute load average at the starts "
+          f"{min(loads):.1f}-{max(loads):.1f} (this run adds up to 2)")
     print(f"\n| configuration | time per epoch, median (min-max) over {args.rounds} rounds x "
           f"{args.epochs} epochs | test accuracy after {args.epochs} epochs |")
     print("|---|---|---|")
