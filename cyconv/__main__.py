@@ -267,6 +267,15 @@ def cmd_demo(args):
     return 0
 
 
+def _mpi_trainer():
+    """DistributedTrainer, this rank and the job's size; or a one-line error saying what to install."""
+    try:
+        from .distributed import MPI, DistributedTrainer
+    except ImportError as exc:
+        raise _Fail(str(exc)) from None
+    return DistributedTrainer, MPI.COMM_WORLD.Get_rank(), MPI.COMM_WORLD.Get_size()
+
+
 def cmd_train(args):
     import cyconv
 
@@ -274,31 +283,44 @@ def cmd_train(args):
 
     dtype = np.dtype(args.dtype)
     backend = _check_backend(args.backend)
+    if args.mpi:  # every rank runs this; DistributedTrainer sets each rank's threads
+        from ._threads import resolve_num_threads
+
+        trainer_class, rank, ranks = _mpi_trainer()
+        threads = contextlib.nullcontext()
+        extra = {"threads_per_rank": None if args.threads is None
+                 else resolve_num_threads(args.threads)}
+    else:
+        trainer_class, rank, ranks = Trainer, 0, 1
+        threads, extra = _threads(args.threads), {}
     x_train, t_train, x_test, t_test = _load_data(args, dtype)
-    with _threads(args.threads):
+    say = print if rank == 0 else (lambda *a, **k: None)
+    with threads:
         net = _build_model(args.model, x_train.shape[1:], dtype=dtype, seed=args.seed,
                            backend=backend, weight_init=args.init)
         if args.summary:
-            net.summary(print)
+            net.summary(say)
         before = _first_conv_weights(net).copy()
         opt_params = {} if args.lr is None else {"lr": args.lr}
-        print(f"training {type(net).__name__} on {args.data}: {len(x_train)} train / "
-              f"{len(x_test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
-              f"{args.optimizer}{'' if args.lr is None else f' lr {args.lr:g}'}, {dtype}, "
-              f"conv backend {net.layers[0].backend!r}, {_n_threads(cyconv.get_num_threads())}")
-        trainer = Trainer(net, x_train, t_train, x_test, t_test, epochs=args.epochs,
-                          batch_size=args.batch_size, optimizer=args.optimizer,
-                          optimizer_params=opt_params, seed=args.seed,
-                          progress=not args.quiet)
+        trainer = trainer_class(net, x_train, t_train, x_test, t_test, epochs=args.epochs,
+                                batch_size=args.batch_size, optimizer=args.optimizer,
+                                optimizer_params=opt_params, seed=args.seed,
+                                progress=not args.quiet, **extra)
+        count = trainer.threads_per_rank if args.mpi else cyconv.get_num_threads()
+        where = f"{ranks} MPI ranks x {_n_threads(count)}" if args.mpi else _n_threads(count)
+        say(f"training {type(net).__name__} on {args.data}: {len(x_train)} train / "
+            f"{len(x_test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
+            f"{args.optimizer}{'' if args.lr is None else f' lr {args.lr:g}'}, {dtype}, "
+            f"conv backend {net.layers[0].backend!r}, {where}")
         history = trainer.train()
     acc = history.test_acc[-1] if history.test_acc else float("nan")
-    print(f"test accuracy {acc:.2%} after {history.epochs} epochs; training time "
-          f"{_fmt_time(history.train_time)} ({history.samples_per_second:.0f} samples/s)"
-          + (" (interrupted)" if history.interrupted else ""))
+    say(f"test accuracy {acc:.2%} after {history.epochs} epochs; training time "
+        f"{_fmt_time(history.train_time)} ({history.samples_per_second:.0f} samples/s)"
+        + (" (interrupted)" if history.interrupted else ""))
     if args.save:
-        net.save_params(args.save)
-        print(f"parameters saved to {args.save}")
-    if args.plot:
+        (trainer if args.mpi else net).save_params(args.save)
+        say(f"parameters saved to {args.save}")
+    if args.plot and rank == 0:
         root, ext = os.path.splitext(args.plot)
         written = _plots(history, before, _first_conv_weights(net), args.plot,
                          f"{root}-filters{ext or '.png'}",
@@ -395,7 +417,13 @@ def build_parser():
     train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
     train.add_argument("--backend", default=None,
                        help="conv/pool/ReLU backend, e.g. cython or numpy (default: the fastest)")
-    train.add_argument("--threads", type=_nonzero_int, default=None)
+    train.add_argument("--threads", type=_nonzero_int, default=None,
+                       help="kernel and BLAS threads (per rank with --mpi; default: all "
+                            "usable cores, shared out among a node's ranks with --mpi)")
+    train.add_argument("--mpi", action="store_true",
+                       help="data-parallel training over the ranks of an MPI job "
+                            "(mpiexec -n 2 cyconv train --mpi ...; needs cyconv[mpi]); "
+                            "--batch-size is the global batch, rank 0 prints and saves")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="FILE.npz", default=None)
     train.add_argument("--plot", metavar="FILE.png", default=None,

@@ -2,7 +2,11 @@
 
 * ``None``: the global setting (:func:`set_num_threads` or the
   ``CYCONV_NUM_THREADS`` environment variable), else all usable cores.
-* "All usable cores" respects the CPU affinity mask and ``OMP_NUM_THREADS``.
+* "All usable cores" respects the CPU affinity mask and ``OMP_NUM_THREADS`` as
+  it was when cyconv was imported (the OpenMP runtime, too, reads it once, when
+  it loads): a library that sets it later for the processes it starts (a Dask
+  nanny sets ``OMP_NUM_THREADS=1`` in the parent before spawning its workers)
+  does not change this process's thread count.
 * A negative count counts back from that maximum: ``-1`` is all cores,
   ``-2`` all but one (never fewer than one).
 * ``0`` is an error, as is anything that is not an integer.
@@ -18,10 +22,15 @@
 Kernels only ever see the positive count returned by
 :func:`resolve_num_threads`, so every ``prange`` kernel (conv, pools, ReLU,
 Adam, and compiled plugins that ask :func:`get_num_threads`) is covered here.
+
+:func:`local_num_threads` overrides the setting for the calling thread only
+(a Dask task on a threaded worker, an MPI rank's training loop), so that code
+running tasks side by side never writes the process-wide setting.
 """
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import os
 import threading
@@ -32,6 +41,25 @@ __all__ = ["set_num_threads", "get_num_threads", "resolve_num_threads", "max_usa
 
 _lock = threading.Lock()
 _global_setting = None  # None: follow CYCONV_NUM_THREADS / all cores
+_local = threading.local()  # .n_threads: this thread's override (local_num_threads)
+
+
+def _omp_cap(value):
+    """The thread cap an ``OMP_NUM_THREADS`` value sets (its first level), or None."""
+    first = (value or "").split(",")[0].strip()
+    return int(first) if first.isdigit() and int(first) > 0 else None
+
+
+# Read once, at import, like the OpenMP runtime does (see the module docstring).
+_OMP_CAP = _omp_cap(os.environ.get("OMP_NUM_THREADS"))
+
+
+def usable_cores():
+    """The CPU affinity mask's size (the cores the machine lets this process use), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 # Fork safety.  _threads_resolved: this process has handed out (or reported) a
 # count above 1, so libgomp may hold a thread pool.  _forked_after_threads: this
@@ -78,15 +106,9 @@ def _single_thread_after_fork():
 
 
 def max_usable_threads():
-    """Cores this process may use: the affinity mask, capped by ``OMP_NUM_THREADS``."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    omp = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if omp.isdigit() and int(omp) > 0:
-        cores = min(cores, int(omp))
-    return max(cores, 1)
+    """Cores this process may use: :func:`usable_cores`, capped by ``OMP_NUM_THREADS`` at import."""
+    cores = usable_cores()
+    return cores if _OMP_CAP is None else min(cores, _OMP_CAP)
 
 
 def _check_count(n_threads, name):
@@ -137,7 +159,7 @@ def resolve_num_threads(n_threads=None):
     """
     global _threads_resolved
     if n_threads is None:
-        n_threads = _global_setting if _global_setting is not None else _from_environment()
+        n_threads = explicit_num_threads()
         if n_threads is None:
             n_threads = max_usable_threads()
     n_threads = _check_count(n_threads, "n_threads")
@@ -168,6 +190,33 @@ def set_num_threads(n_threads):
         _check_count(n_threads, "n_threads")
     with _lock:
         _global_setting = n_threads
+
+
+def explicit_num_threads():
+    """The count someone asked for, unresolved: this thread's :func:`local_num_threads`,
+    else :func:`set_num_threads`, else ``CYCONV_NUM_THREADS``; None when nobody did."""
+    local = getattr(_local, "n_threads", None)
+    if local is not None:
+        return local
+    if _global_setting is not None:
+        return _global_setting
+    return _from_environment()
+
+
+@contextlib.contextmanager
+def local_num_threads(n_threads):
+    """Use ``n_threads`` for the kernels this thread calls, inside the ``with`` block only.
+
+    Other threads, and the process-wide :func:`set_num_threads` setting, are
+    not touched; the previous override (nesting) is restored on every exit.
+    """
+    n_threads = _check_count(n_threads, "n_threads")
+    previous = getattr(_local, "n_threads", None)
+    _local.n_threads = n_threads
+    try:
+        yield resolve_num_threads(n_threads)
+    finally:
+        _local.n_threads = previous
 
 
 def get_num_threads():

@@ -31,6 +31,7 @@ Examples
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import zipfile
@@ -184,9 +185,37 @@ class Sequential:
         its own ``output_shape`` is named, with the package it comes from,
         instead of failing somewhere downstream.
         """
+        return self._forward(x, len(self.layers) - 1, train)
+
+    def transform(self, x, upto=-1):
+        """The output of layer ``upto`` (features), with ``train=False``.
+
+        ``upto`` is a layer index (negative counts from the end; ``-1``, the
+        last layer, gives :meth:`predict`'s scores) or one of :attr:`layers`.
+        The output has shape ``(N,) + net.shapes[upto][1]``.
+        """
+        return self._forward(x, self.layer_index(upto), False)
+
+    def layer_index(self, upto):
+        """The index in :attr:`layers` of ``upto``: an index (negative from the end) or a layer."""
+        count = len(self.layers)
+        if isinstance(upto, Layer):
+            for i, layer in enumerate(self.layers):
+                if layer is upto:
+                    return i
+            raise ValueError(f"upto={upto!r} is not one of this network's layers")
+        if isinstance(upto, bool) or not isinstance(upto, (int, np.integer)):
+            raise TypeError(f"upto must be a layer index or one of the network's layers, "
+                            f"got {upto!r}")
+        if not -count <= upto < count:
+            raise ValueError(f"upto={upto} is out of range: the network has {count} layers "
+                             f"(indices 0..{count - 1}, or -{count}..-1 from the end)")
+        return int(upto) % count
+
+    def _forward(self, x, last, train):
         self._sync_params()
         x = self._check_input(x)
-        for i, (layer, (_, expected)) in enumerate(zip(self.layers, self.shapes)):
+        for i, (layer, (_, expected)) in enumerate(zip(self.layers[:last + 1], self.shapes)):
             x = layer.forward(x, train=train)
             got = tuple(np.shape(x)[1:])
             if got != expected:
@@ -196,6 +225,28 @@ class Sequential:
                     f"{cls.__module__}.{cls.__qualname__}) returned per-sample shape {got}, but "
                     f"its output_shape() promised {expected}: the layer is inconsistent")
         return x
+
+    def _inference_copy(self):
+        """A copy over the same weight arrays, without any forward/backward state.
+
+        Layers keep the state of their last forward call (for backward) in
+        ``_``-prefixed attributes: shipping a network to other processes would
+        send those activations too, and threads sharing one network would
+        share them.  Copying is cheap: the parameter arrays are not copied.
+        """
+        def bare(layer):
+            clone = copy.copy(layer)
+            for attr in [a for a in vars(clone) if a.startswith("_") and not a.startswith("__")]:
+                delattr(clone, attr)
+            clone.params, clone.grads = dict(layer.params), {}
+            return clone
+
+        clone = copy.copy(self)
+        clone.layers = [bare(layer) for layer in self.layers]
+        clone.loss_layer = bare(self.loss_layer)
+        clone.params = dict(self.params)
+        clone.last_loss = clone.last_scores = None
+        return clone
 
     def loss(self, x, t, train=True):
         """Mean cross-entropy loss of a batch (``train=True`` as in the textbook)."""

@@ -155,53 +155,80 @@ class Trainer:
         else:
             print(text, file=out, flush=True)
 
+    # -- hooks (cyconv.distributed.DistributedTrainer overrides them) --------------------------
+    def _epoch_batches(self, order):
+        """This process's mini-batches of one epoch: ``(indices, global batch size)`` pairs."""
+        batches = [order[start:start + self.batch_size]
+                   for start in range(0, len(order), self.batch_size)]
+        return [(idx, len(idx)) for idx in batches]
+
+    def _combine_gradients(self, grads, n_local, n_global):
+        """The gradient the optimizer applies (one process: this batch's own)."""
+        return grads
+
+    def _epoch_totals(self, loss_sum, correct, seen):
+        """The epoch's training loss sum, correct count and sample count over all processes."""
+        return loss_sum, correct, seen
+
+    def _on_interrupt(self):
+        """Ctrl-C: keep what was reached (return) or give up (raise)."""
+        self.history.interrupted = True
+        self._say(None, f"interrupted after {self.history.epochs} complete epoch(s) and "
+                        f"{self.history.steps} steps; the parameters reached so far are kept")
+
     def train(self):
         """Run the epochs; return the :class:`History` (also in ``self.history``)."""
         history = self.history
         n = len(self.x_train)
-        steps_per_epoch = -(-n // self.batch_size)
         tqdm = _tqdm() if self.progress else None
         labels = _labels(self.t_train)
         try:
             for epoch in range(1, self.epochs + 1):
-                order = self.rng.permutation(n)
+                batches = self._epoch_batches(self.rng.permutation(n))
                 bar = None
                 if tqdm is not None:
-                    bar = tqdm(total=n, desc=f"epoch {epoch}/{self.epochs}", unit="img",
+                    bar = tqdm(total=sum(count for _, count in batches),
+                               desc=f"epoch {epoch}/{self.epochs}", unit="img",
                                leave=False, file=self.file or sys.stderr, dynamic_ncols=True)
                 t0 = time.perf_counter()
-                loss_sum, correct, seen = 0.0, 0, 0
+                loss_sum, correct, seen, scored = 0.0, 0, 0, False
                 try:
-                    for step in range(steps_per_epoch):
-                        idx = order[step * self.batch_size:(step + 1) * self.batch_size]
-                        xb, tb = self.x_train[idx], self.t_train[idx]
-                        grads = self.network.gradient(xb, tb)
+                    for step, (idx, global_count) in enumerate(batches):
+                        grads = loss = None
+                        if len(idx):  # a rank may get no sample of a short last batch
+                            xb, tb = self.x_train[idx], self.t_train[idx]
+                            grads = self.network.gradient(xb, tb)
+                        grads = self._combine_gradients(grads, len(idx), global_count)
                         self.optimizer.update(self.network.params, grads)
-                        loss = getattr(self.network, "last_loss", None)
-                        if loss is None:
-                            loss = self.network.loss(xb, tb)
-                        scores = getattr(self.network, "last_scores", None)
-                        if scores is not None:
-                            correct += int((scores.argmax(axis=1) == labels[idx]).sum())
-                        loss_sum += loss * len(idx)
-                        seen += len(idx)
+                        if len(idx):
+                            loss = getattr(self.network, "last_loss", None)
+                            if loss is None:
+                                loss = self.network.loss(xb, tb)
+                            scores = getattr(self.network, "last_scores", None)
+                            if scores is not None:
+                                scored = True
+                                correct += int((scores.argmax(axis=1) == labels[idx]).sum())
+                            loss_sum += loss * len(idx)
+                            seen += len(idx)
                         history.steps += 1
-                        history.samples += len(idx)
+                        history.samples += global_count
                         if self.callback is not None:
                             self.callback(self, epoch, step, loss)
-                        if bar is not None:
-                            rate = seen / max(time.perf_counter() - t0, 1e-9)
-                            bar.update(len(idx))
-                            bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
-                                            acc=f"{correct / seen:.3f}",
-                                            rate=f"{rate:.0f}/s", refresh=False)
+                        if bar is not None:  # all processes' samples; this process's loss
+                            bar.update(global_count)
+                            rate = bar.n / max(time.perf_counter() - t0, 1e-9)
+                            if seen:
+                                bar.set_postfix(loss=f"{loss_sum / seen:.4f}",
+                                                acc=f"{correct / seen:.3f}",
+                                                rate=f"{rate:.0f}/s", refresh=False)
                 finally:
                     epoch_train_time = time.perf_counter() - t0
                     history.train_time += epoch_train_time
                     if bar is not None:
                         bar.close()
+                loss_sum, correct, seen = self._epoch_totals(loss_sum, correct, seen)
                 train_loss = loss_sum / seen
-                train_acc = correct / seen if scores is not None else float("nan")
+                train_acc = correct / seen if scored else float("nan")
                 if self.x_test is not None:
                     test_loss, test_acc = self._evaluate(self.x_test, self.t_test)
                 else:
@@ -217,7 +244,5 @@ class Trainer:
                           f"acc {history.train_acc[-1]:.4f} | test loss {test_loss:.4f} "
                           f"acc {test_acc:.4f} | {seen / epoch_train_time:.0f} samples/s")
         except KeyboardInterrupt:
-            history.interrupted = True
-            self._say(None, f"interrupted after {history.epochs} complete epoch(s) and "
-                            f"{history.steps} steps; the parameters reached so far are kept")
+            self._on_interrupt()
         return history

@@ -270,3 +270,46 @@ def test_deep_conv_net_preset():
     a = DeepConvNet(seed=5, backend="numpy").gradient(x, np.array([1, 2]))
     b = DeepConvNet(seed=5, backend="numpy").gradient(x, np.array([1, 2]))
     np.testing.assert_array_equal(a["18.W"], b["18.W"])
+
+
+def test_transform_returns_a_layers_output_and_upto_is_checked():
+    net = small_net()
+    x, _ = batch()
+    h = x
+    for i, layer in enumerate(net.layers):
+        h = layer.forward(h, train=False)
+        np.testing.assert_array_equal(net.transform(x, i), h)
+        np.testing.assert_array_equal(net.transform(x, i - len(net.layers)), h)
+        np.testing.assert_array_equal(net.transform(x, layer), h)
+        assert net.layer_index(layer) == i == net.layer_index(i - len(net.layers))
+    np.testing.assert_array_equal(net.transform(x), net.predict(x))
+    with pytest.raises(ValueError, match=r"upto=6 is out of range.*6 layers"):
+        net.transform(x, 6)
+    with pytest.raises(ValueError, match="upto=-7"):
+        net.layer_index(-7)
+    with pytest.raises(TypeError, match="upto must be a layer index"):
+        net.transform(x, "3")
+    with pytest.raises(TypeError, match="upto"):
+        net.layer_index(True)
+    with pytest.raises(ValueError, match="not one of this network's layers"):
+        net.layer_index(cyconv.ReLU())
+
+
+def test_inference_copy_shares_weights_and_drops_forward_state():
+    import pickle
+
+    net = small_net()
+    x, t = batch(n=40)
+    net.gradient(x, t)  # every layer now holds the state of a forward/backward pass
+    assert "_cache" in vars(net.layers[0]) and net.last_scores is not None
+    clone = net._inference_copy()
+    assert all(clone.params[k] is v for k, v in net.params.items())       # no weight copied
+    assert all(c is not layer for c, layer in zip(clone.layers, net.layers))
+    for layer in clone.layers + [clone.loss_layer]:
+        assert not [a for a in vars(layer) if a.startswith("_")], layer
+    assert clone.last_scores is None and clone.last_loss is None
+    assert len(pickle.dumps(clone)) < len(pickle.dumps(net)) / 2
+    np.testing.assert_array_equal(clone.predict(x), net.predict(x))
+    assert "_cache" in vars(net.layers[0])                                # the original untouched
+    with pytest.raises(cyconv.ForwardNotCalledError):
+        net._inference_copy().layers[0].backward(np.ones((40, 4, 6, 6)))

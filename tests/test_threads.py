@@ -2,6 +2,8 @@
 ``n_threads`` argument, and the count the kernels actually receive."""
 
 import os
+import subprocess
+import sys
 import threading
 import uuid
 
@@ -9,9 +11,9 @@ import numpy as np
 import pytest
 
 import cyconv
-from cyconv import get_num_threads, set_num_threads
+from cyconv import _threads, get_num_threads, set_num_threads
 from cyconv._registry import REGISTRY
-from cyconv._threads import max_usable_threads, resolve_num_threads
+from cyconv._threads import local_num_threads, max_usable_threads, resolve_num_threads
 from cyconv.backends import numpy_backend
 
 BACKENDS = cyconv.backends_for("Conv2D")
@@ -20,7 +22,7 @@ BACKENDS = cyconv.backends_for("Conv2D")
 @pytest.fixture(autouse=True)
 def clean_settings(monkeypatch):
     monkeypatch.delenv("CYCONV_NUM_THREADS", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(_threads, "_OMP_CAP", None)  # as if OMP_NUM_THREADS was unset at import
     set_num_threads(None)
     yield
     set_num_threads(None)
@@ -61,9 +63,28 @@ def test_without_affinity_uses_cpu_count(monkeypatch):
 @pytest.mark.parametrize("omp, expected", [("2", 2), ("3,2", 3), (" 4 ", 4), ("16", 6),
                                            ("0", 6), ("abc", 6), ("", 6)])
 def test_omp_num_threads_caps_the_default(six_cores, monkeypatch, omp, expected):
-    monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    monkeypatch.setattr(_threads, "_OMP_CAP", _threads._omp_cap(omp))
     assert get_num_threads() == expected
     assert resolve_num_threads(-1) == expected
+
+
+def _threads_in_fresh_process(code, **env):
+    env = {**{k: v for k, v in os.environ.items()
+              if k not in ("OMP_NUM_THREADS", "CYCONV_NUM_THREADS")}, **env}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    return [int(v) for v in out.split()]
+
+
+def test_omp_num_threads_is_read_once_at_import():
+    # OpenMP reads the variable when it loads; so does cyconv.  Set before the
+    # import, it caps the default; set later (a Dask nanny does so in the parent
+    # before spawning its workers), it changes nothing in this process.
+    code = ("import os, cyconv; a = cyconv.get_num_threads(); os.environ['OMP_NUM_THREADS'] = "
+            "'{}'; print(a, cyconv.get_num_threads())")
+    before, after = _threads_in_fresh_process(code.format(1))
+    assert before == after == _threads.usable_cores()
+    assert _threads_in_fresh_process(code.format(7), OMP_NUM_THREADS="1") == [1, 1]
 
 
 # -- set_num_threads --------------------------------------------------------------------------
@@ -89,7 +110,7 @@ def test_negative_counts_count_back(six_cores, count, expected):
 def test_negative_counts_follow_the_machine(six_cores, monkeypatch):
     set_num_threads(-2)
     assert get_num_threads() == 5
-    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
     assert get_num_threads() == 2  # re-evaluated, not frozen at set time
 
 
@@ -118,6 +139,49 @@ def test_setting_is_process_wide():
     t.start()
     t.join()
     assert get_num_threads() == 3
+
+
+# -- local_num_threads: one thread's override --------------------------------------------------
+
+def test_local_setting_is_this_threads_only(six_cores):
+    set_num_threads(3)
+    seen = {}
+
+    def other():
+        seen["other"] = get_num_threads()
+
+    with local_num_threads(2) as resolved:
+        assert resolved == 2 and get_num_threads() == 2
+        assert _threads.explicit_num_threads() == 2
+        with local_num_threads(-1):                    # nests, counts back from the cores
+            assert get_num_threads() == 6
+        assert get_num_threads() == 2
+        t = threading.Thread(target=other)
+        t.start()
+        t.join()
+    assert seen["other"] == 3                          # other threads keep the global setting
+    assert get_num_threads() == 3 and _threads._global_setting == 3
+
+
+def test_local_setting_restored_on_error_and_checked(six_cores):
+    with pytest.raises(RuntimeError):
+        with local_num_threads(4):
+            raise RuntimeError("boom")
+    assert get_num_threads() == 6 and _threads.explicit_num_threads() is None
+    with pytest.raises(ValueError, match="n_threads=0"):
+        with local_num_threads(0):
+            pass
+    with pytest.raises(TypeError, match="n_threads"):
+        with local_num_threads(1.5):
+            pass
+
+
+def test_explicit_setting_is_none_unless_asked(six_cores, monkeypatch):
+    assert _threads.explicit_num_threads() is None
+    monkeypatch.setenv("CYCONV_NUM_THREADS", "-2")
+    assert _threads.explicit_num_threads() == -2
+    set_num_threads(4)
+    assert _threads.explicit_num_threads() == 4
 
 
 # -- CYCONV_NUM_THREADS ---------------------------------------------------------------------------
