@@ -5,7 +5,8 @@
 Both kernels run the same products on the same operands from one nogil loop
 (``cyconv_ext._gemm.gemm`` and ``blas_gemm``, ``repeat`` calls per timing),
 OpenBLAS under ``threadpool_limits(1)``.  Rounds are interleaved (every
-shape and both kernels once per round), each timing in thread CPU time; the
+shape and both kernels once per round, in alternating order, each timing
+after a warm-up call), each timing in thread CPU time; the
 best round of each (the least disturbed: on a shared machine the others
 measure the neighbours' cache traffic) and the median are printed in
 GFLOP/s, with the ratio cyconv / OpenBLAS of the best rounds (> 1: cyconv
@@ -64,9 +65,12 @@ def operands(trans_a, trans_b, m, n, k, batch, dtype, rng):
 
 
 def seconds_per_call(fn, args, repeat):
-    """CPU time of this thread per call: both kernels run in the calling
-    thread, and on a shared machine its CPU time ignores the time slices
-    other processes take (wall time would not)."""
+    """CPU time of this thread per call, after one untimed call that brings
+    the operands into cache (else whichever kernel runs first after another
+    shape pays the misses).  Both kernels run in the calling thread, and on a
+    shared machine its CPU time ignores the time slices other processes take
+    (wall time would not)."""
+    fn(*args)
     t0 = time.thread_time()
     fn(*args, repeat=repeat)
     return (time.thread_time() - t0) / repeat
@@ -107,11 +111,11 @@ def main(argv=None):
                 repeat = max(1, int(args.target_ms * 1e-3 / t))
                 cases.append(dict(name=name, dtype=dtype, call=call, flops=flops,
                                   repeat=repeat, own=[], blas=[]))
-        for _ in range(args.rounds):
+        kernels = [("own", _gemm.gemm), ("blas", _gemm.blas_gemm)]
+        for round_ in range(args.rounds):
             for case in cases:
-                case["own"].append(seconds_per_call(_gemm.gemm, case["call"], case["repeat"]))
-                case["blas"].append(seconds_per_call(_gemm.blas_gemm, case["call"],
-                                                     case["repeat"]))
+                for key, fn in kernels[::-1] if round_ % 2 else kernels:   # alternate order
+                    case[key].append(seconds_per_call(fn, case["call"], case["repeat"]))
     print(f"{'shape':32s} {'dtype':8s} {'GFLOP/s: cyconv':>15s} {'OpenBLAS':>9s} {'ratio':>6s}"
           f"   {'median: cyconv':>14s} {'OpenBLAS':>9s}")
     for case in cases:
