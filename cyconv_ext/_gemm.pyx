@@ -1,5 +1,5 @@
-# Design: Python access to cyconv's own GEMM (include/cyconv_gemm.h), for
-# tests and benchmarks; the conv kernels cimport the header directly.
+# Design: Python access to cyconv's own GEMM (include/cyconv_gemm.h, declared
+# in _cgemm.pxd), for tests and benchmarks; the conv kernels cimport it.
 #
 # ``gemm`` computes c = op(a) @ op(b) + beta * c in place on column-major
 # (Fortran-ordered) float32/float64 arrays, 2-D or batched 3-D (a leading
@@ -25,39 +25,9 @@ cimport cython
 from libc.stdlib cimport malloc, free
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
+from ._cgemm cimport *
 from ._fused cimport floating_t
 
-
-cdef extern from "include/cyconv_gemm.h" nogil:
-    int cyconv_sgemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                     const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
-                     float beta, float* c, Py_ssize_t ldc)
-    int cyconv_dgemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                     const double* a, Py_ssize_t lda, const double* b, Py_ssize_t ldb,
-                     double beta, double* c, Py_ssize_t ldc)
-    int cyconv_sgemm_ws(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                        const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
-                        float beta, float* c, Py_ssize_t ldc, void* workspace, size_t ws_bytes)
-    int cyconv_dgemm_ws(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
-                        const double* a, Py_ssize_t lda, const double* b, Py_ssize_t ldb,
-                        double beta, double* c, Py_ssize_t ldc, void* workspace,
-                        size_t ws_bytes)
-    size_t cyconv_sgemm_min_workspace_bytes()
-    size_t cyconv_dgemm_min_workspace_bytes()
-    size_t cyconv_sgemm_workspace_bytes(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
-    size_t cyconv_dgemm_workspace_bytes(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
-    const char* cyconv_gemm_variant()
-    enum:
-        CYCONV_SGEMM_MR
-        CYCONV_SGEMM_NR
-        CYCONV_SGEMM_KC
-        CYCONV_SGEMM_MC
-        CYCONV_SGEMM_NC
-        CYCONV_DGEMM_MR
-        CYCONV_DGEMM_NR
-        CYCONV_DGEMM_KC
-        CYCONV_DGEMM_MC
-        CYCONV_DGEMM_NC
 
 # BLAS takes 32-bit int dimensions.
 cdef Py_ssize_t BLAS_INT_MAX = 2147483647
