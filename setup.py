@@ -133,6 +133,8 @@ def build_extensions():
                 modname,
                 [pyx],
                 include_dirs=[np.get_include(), "cyconv_ext"],
+                # C headers the .pyx include (rebuild when they change; in the sdist)
+                depends=sorted(glob(os.path.join("cyconv_ext", "include", "*.h"))),
                 define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
                 extra_compile_args=compile_args,
                 extra_link_args=lflags,

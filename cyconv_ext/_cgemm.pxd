@@ -1,0 +1,35 @@
+# Declarations of cyconv's own GEMM, include/cyconv_gemm.h (its "Design:"
+# comment there), for the kernel modules that cimport it.  C = op(A) @ op(B)
+# + beta*C, column-major, alpha = 1; returns 0, 1 (ran on the stack
+# workspace: malloc failed, same bits) or minus an invalid argument's number.
+
+cdef extern from "include/cyconv_gemm.h" nogil:
+    int cyconv_sgemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
+                     float beta, float* c, Py_ssize_t ldc)
+    int cyconv_dgemm(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                     const double* a, Py_ssize_t lda, const double* b, Py_ssize_t ldb,
+                     double beta, double* c, Py_ssize_t ldc)
+    int cyconv_sgemm_ws(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                        const float* a, Py_ssize_t lda, const float* b, Py_ssize_t ldb,
+                        float beta, float* c, Py_ssize_t ldc, void* workspace, size_t ws_bytes)
+    int cyconv_dgemm_ws(char transa, char transb, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
+                        const double* a, Py_ssize_t lda, const double* b, Py_ssize_t ldb,
+                        double beta, double* c, Py_ssize_t ldc, void* workspace,
+                        size_t ws_bytes)
+    size_t cyconv_sgemm_min_workspace_bytes()
+    size_t cyconv_dgemm_min_workspace_bytes()
+    size_t cyconv_sgemm_workspace_bytes(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
+    size_t cyconv_dgemm_workspace_bytes(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
+    const char* cyconv_gemm_variant()
+    enum:
+        CYCONV_SGEMM_MR
+        CYCONV_SGEMM_NR
+        CYCONV_SGEMM_KC
+        CYCONV_SGEMM_MC
+        CYCONV_SGEMM_NC
+        CYCONV_DGEMM_MR
+        CYCONV_DGEMM_NR
+        CYCONV_DGEMM_KC
+        CYCONV_DGEMM_MC
+        CYCONV_DGEMM_NC
