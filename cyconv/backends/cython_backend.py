@@ -7,7 +7,8 @@ Each function allocates its outputs and hands them to a kernel in
 at the top of each for loop order, parallelisation and workspace).  Inputs are
 assumed validated by the public boundary (see :mod:`cyconv.backends`);
 ``np.ascontiguousarray`` is applied defensively (a no-op for conforming
-arrays).  ``n_threads`` is a resolved positive int.
+arrays).  The modules come in one build per CPU variant; the import below
+takes the one :mod:`cyconv._cpu` selected.  ``n_threads`` is a resolved positive int.
 
 Convolution calls single-threaded BLAS GEMMs from inside its OpenMP threads,
 so BLAS must not start threads of its own: every conv call runs under a
@@ -22,7 +23,11 @@ import threading
 
 import numpy as np
 
-from cyconv_ext import _conv, _elementwise, _optim, _pool
+from .._cpu import import_kernels
+
+# The build of those modules that this CPU runs best (baseline, avx2 or
+# avx512; CYCONV_CPU_FEATURES overrides): see cyconv/_cpu.py.
+_conv, _elementwise, _optim, _pool = import_kernels("_conv", "_elementwise", "_optim", "_pool")
 
 __all__ = [
     "conv2d_forward",
