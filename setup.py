@@ -1,12 +1,31 @@
 """Build script for cyconv's compiled backend (cyconv_ext/*.pyx).
 
+Kernel variants (runtime CPU dispatch)
+--------------------------------------
+Every cyconv_ext/*.pyx except the small helpers in BASELINE_ONLY is compiled
+once per variant of VARIANTS: ``baseline`` (the platform's default instruction
+set, SSE2 on x86-64) as ``cyconv_ext._conv``, and on x86-64 also ``avx2``
+(x86-64-v3) as ``cyconv_ext._conv_avx2`` and ``avx512`` (x86-64-v4) as
+``cyconv_ext._conv_avx512``.  At import, cyconv/_cpu.py loads the best variant
+the CPU runs (``CYCONV_CPU_FEATURES`` overrides), so one build runs on every
+x86-64 and uses the vector units where they exist.  A variant the compiler
+refuses (``-march=x86-64-v3`` needs GCC >= 11 or Clang >= 12) is skipped with
+a note.
+
 Environment switches
 --------------------
 CYCONV_FAIL_NO_OPENMP=1   fail the build when no working OpenMP flag is found
                           (default: warn loudly and build serial kernels).
 CYCONV_DEBUG_CYTHON=1     build with bounds/wraparound/initialized checks on,
-                          for hunting out-of-bounds accesses (slow).
-CYCONV_PORTABLE=1         no -march=native (for wheels that run on other CPUs).
+                          for hunting out-of-bounds accesses (slow); builds
+                          the baseline variant only.
+CYCONV_VARIANTS=avx2,...  build only these variants besides baseline (which is
+                          always built), e.g. ``avx2`` for a quicker local build;
+                          ``baseline`` alone builds no variant.
+CYCONV_BUILD_JOBS=N       parallel Cython and C compiler jobs (default: the
+                          CPUs this process may use; 1 = serial).
+CYCONV_PORTABLE           no longer read: every build is portable now (it
+                          used to turn off -march=native, which is gone).
 """
 
 import os
@@ -18,6 +37,7 @@ import tempfile
 import textwrap
 from glob import glob
 
+import Cython
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
@@ -73,26 +93,105 @@ def detect_openmp_flags():
     return None
 
 
-def native_arch_flags():
-    """``-march=native`` unless CYCONV_PORTABLE=1 or the compiler refuses it.
+# Kernel variants, best first: (name, compiler flags, CPU features those
+# flags let the compiler use).  The features are checked at import by
+# cyconv/_cpu.py, in the names of cyconv_ext/_cpu.pyx's probe.  The levels are
+# the x86-64 psABI's: v3 = AVX2, FMA, BMI1/2, F16C, LZCNT, MOVBE on top of v2
+# (SSE4.2, POPCNT, ...); v4 adds AVX-512 F/BW/CD/DQ/VL.  F16C, LZCNT and MOVBE
+# are not probed (not every compiler's probe knows them): every CPU with
+# AVX2, FMA and BMI2 has them.  -march=x86-64-vN keeps -mtune=generic.
+X86_VARIANTS = (
+    ("avx512", ("-march=x86-64-v4",),
+     ("sse4.2", "popcnt", "avx", "avx2", "fma", "bmi", "bmi2",
+      "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")),
+    ("avx2", ("-march=x86-64-v3",),
+     ("sse4.2", "popcnt", "avx", "avx2", "fma", "bmi", "bmi2")),
+)
+BASELINE = ("baseline", (), ())
+# Small helpers that do no heavy loops: one build, and _cpu must run anywhere.
+HEADERS = sorted(glob(os.path.join("cyconv_ext", "include", "*.h")))
+BASELINE_ONLY = {"_cpu", "_openmp_helpers"}
+# setup.py writes the build record (cyconv_ext/_cpu.pyx includes it) here, and
+# the C files of the non-baseline variants under VARIANT_C_DIR/<variant>.
+GENERATED_DIR = os.path.join("build", "cyconv_generated")
+VARIANT_C_DIR = os.path.join("build", "cyconv_variants")
+# Cython's utility code (memoryview types, buffer checks: most of each
+# module's C, about 7 s of -O3 compile time) is built once into this module,
+# which the others import, instead of into every module and variant
+# (Cython >= 3.1).  It runs per call, not per element: baseline is enough.
+SHARED_UTILITY = "cyconv_ext._cyutility"
+SHARES_UTILITY = tuple(map(int, Cython.__version__.split(".")[:2])) >= (3, 1)
 
-    A build from source runs on the machine that compiles it, so the pooling
-    loops may use its widest vector units (AVX-512 here: SSE2 otherwise).
-    Set CYCONV_PORTABLE=1 when building a wheel for other machines.
-    """
-    if _env_flag("CYCONV_PORTABLE"):
-        return []
+
+def _compiler_accepts(flags):
+    """True if the C compiler compiles an empty program with ``flags``."""
     cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
     try:
-        subprocess.run(cc + ["-march=native", "-x", "c", "-c", "-o", os.devnull, "-"],
+        subprocess.run(cc + list(flags) + ["-x", "c", "-c", "-o", os.devnull, "-"],
                        input=b"int main(void) { return 0; }\n", check=True,
                        capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return []
-    return ["-march=native"]
+        return False
+    return True
 
 
-def build_extensions():
+def select_variants(debug):
+    """The variants to build, best first, ending with the baseline."""
+    target = sysconfig.get_platform().rsplit("-", 1)[-1].lower()
+    candidates = X86_VARIANTS if target in {"x86_64", "amd64"} else ()
+    requested = os.environ.get("CYCONV_VARIANTS", "").strip().lower()
+    if debug:
+        candidates = ()
+    elif requested:
+        names = {n.strip() for n in requested.split(",") if n.strip()} - {"baseline"}
+        known = {v[0] for v in candidates}
+        if names - known:
+            raise SystemExit(f"error: CYCONV_VARIANTS={requested!r}: unknown or not for this "
+                             f"platform ({target}): {', '.join(sorted(names - known))}; "
+                             f"choose from: baseline, {', '.join(sorted(known)) or '(none)'}")
+        candidates = tuple(v for v in candidates if v[0] in names)
+    chosen = []
+    for variant in candidates:
+        if _compiler_accepts(variant[1]):
+            chosen.append(variant)
+        else:
+            print(f"cyconv: the C compiler refuses {' '.join(variant[1])}: not building the "
+                  f"{variant[0]} kernels (this build runs the baseline ones on such CPUs)",
+                  file=sys.stderr)
+    return chosen + [BASELINE]
+
+
+def write_build_record(variants, dispatched):
+    """Write the .pxi that cyconv_ext/_cpu.pyx includes, only if its text changes
+    (so that Cython rebuilds _cpu exactly when the set of variants changes)."""
+    text = ("# Generated by setup.py: the kernel variants this build compiled, best first\n"
+            "# (name, compiler flags, CPU features needed), and the modules built per variant.\n"
+            f"BUILT_VARIANTS = {tuple((n, tuple(f), tuple(r)) for n, f, r in variants)!r}\n"
+            f"DISPATCHED_MODULES = {tuple(dispatched)!r}\n")
+    os.makedirs(GENERATED_DIR, exist_ok=True)
+    path = os.path.join(GENERATED_DIR, "_cpu_build_record.pxi")
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return
+    except OSError:
+        pass
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def build_jobs():
+    """CYCONV_BUILD_JOBS, else the number of CPUs this process may run on."""
+    value = os.environ.get("CYCONV_BUILD_JOBS", "").strip()
+    if value:
+        return max(1, int(value))
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def build_extensions(jobs):
     debug = _env_flag("CYCONV_DEBUG_CYTHON")
     openmp = detect_openmp_flags()
     if openmp is None:
@@ -113,7 +212,7 @@ def build_extensions():
     # -fno-math-errno: sqrt need not set errno (values are unchanged), which is
     # what lets GCC vectorise a loop that calls it.
     contract = ["-ffp-contract=off", "-fno-math-errno"]
-    compile_args = ["-O3"] + contract + cflags + native_arch_flags()
+    compile_args = ["-O3"] + contract + cflags
     if debug:
         compile_args = ["-O0", "-g"] + contract + cflags
 
@@ -125,27 +224,52 @@ def build_extensions():
         "cdivision": not debug,
         "embedsignature": True,
     }
-    extensions = []
-    for pyx in sorted(glob(os.path.join("cyconv_ext", "*.pyx"))):
-        modname = os.path.splitext(pyx)[0].replace(os.sep, ".")
-        extensions.append(
-            Extension(
-                modname,
-                [pyx],
-                include_dirs=[np.get_include(), "cyconv_ext"],
-                # C headers the .pyx include (rebuild when they change; in the sdist)
-                depends=sorted(glob(os.path.join("cyconv_ext", "include", "*.h"))),
-                define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-                extra_compile_args=compile_args,
-                extra_link_args=lflags,
-            )
+    sources = sorted(glob(os.path.join("cyconv_ext", "*.pyx")))
+    dispatched = [os.path.splitext(os.path.basename(pyx))[0] for pyx in sources]
+    dispatched = [name for name in dispatched if name not in BASELINE_ONLY]
+    variants = select_variants(debug)
+    write_build_record(variants, dispatched)
+
+    ext_modules = []
+    for name, arch_flags, _ in variants:
+        if name == "baseline":  # cyconv_ext/_conv.pyx -> cyconv_ext._conv, C file beside it
+            modules = [(os.path.splitext(pyx)[0].replace(os.sep, "."), pyx) for pyx in sources]
+            if SHARES_UTILITY:  # cythonize generates its C file
+                modules.append((SHARED_UTILITY, SHARED_UTILITY.replace(".", os.sep) + ".c"))
+            build_dir = None
+        else:
+            # Same source, its own module name (Cython takes it from the
+            # Extension, so PyInit__conv_avx2 and relative cimports resolve as
+            # for cyconv_ext._conv), and its own C file under build/.
+            modules = [(f"cyconv_ext.{mod}_{name}", os.path.join("cyconv_ext", mod + ".pyx"))
+                       for mod in dispatched]
+            build_dir = os.path.join(VARIANT_C_DIR, name)
+        extensions = cythonize(
+            # depends: the C headers the .pyx include (rebuild when they change)
+            [Extension(modname, [pyx], depends=HEADERS) for modname, pyx in modules],
+            build_dir=build_dir,
+            include_path=[GENERATED_DIR],
+            compiler_directives=directives,
+            compile_time_env={"CYCONV_DEBUG": debug},
+            nthreads=jobs if jobs > 1 else 0,
+            **({"shared_utility_qualified_name": SHARED_UTILITY} if SHARES_UTILITY else {}),
         )
-    return cythonize(
-        extensions,
-        compiler_directives=directives,
-        compile_time_env={"CYCONV_DEBUG": debug},
-        nthreads=int(os.environ.get("CYCONV_BUILD_JOBS", "0") or 0),
-    )
+        # Compiler options are added after cythonize() (to any that a
+        # "# distutils:" line in the source gave), as new lists: cythonize
+        # merges an Extension's list options into a per-source cache (Cython
+        # 3.3), so flags given before would leak from one variant into the next.
+        for ext in extensions:
+            ext.include_dirs = [np.get_include(), "cyconv_ext"] + list(ext.include_dirs)
+            ext.define_macros = ([("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+                                 + list(ext.define_macros))
+            ext.extra_compile_args = compile_args + list(arch_flags) + list(ext.extra_compile_args)
+            ext.extra_link_args = list(lflags) + list(ext.extra_link_args)
+        ext_modules += extensions
+    # Biggest C files first, so that parallel compiler jobs finish together.
+    ext_modules.sort(key=lambda ext: -os.path.getsize(ext.sources[0]))
+    return ext_modules
 
 
-setup(ext_modules=build_extensions())
+JOBS = build_jobs()
+setup(ext_modules=build_extensions(JOBS),
+      options={"build_ext": {"parallel": JOBS if JOBS > 1 else False}})

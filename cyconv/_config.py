@@ -23,6 +23,7 @@ def cpu_model():
 def config_info():
     """Return the information :func:`show_config` prints, as a dict."""
     from . import __version__
+    from ._cpu import dispatch_info
     from ._registry import REGISTRY, list_layers
     from ._threads import get_num_threads, max_usable_threads
 
@@ -61,6 +62,7 @@ def config_info():
         "cpu": cpu_model(),
         "compiled extension": extension,
         "openmp": openmp,
+        **dispatch_info(),
         "threads": get_num_threads(),
         "usable cores": max_usable_threads(),
         "blas": blas,

@@ -54,14 +54,22 @@ if [[ "${ASAN:-0}" == 1 ]]; then
     export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"
 fi
 export CYCONV_FUZZ_TIMEOUT="${CYCONV_FUZZ_TIMEOUT:-60}"
+# The checked build holds the baseline kernel variant only (setup.py): let the
+# dispatcher pick it rather than fail on an override meant for a release build.
+unset CYCONV_CPU_FEATURES
 # Prove the debug extension is the one imported (not the editable install's).
 "$python" - "$work" <<'EOF'
 import os, sys
 import cyconv, cyconv_ext._conv as c, cyconv_ext._pool as p
+from cyconv import _cpu
+from cyconv.backends import cython_backend as cb
 work = os.path.realpath(sys.argv[1])
 for mod in (cyconv, c, p):
     path = os.path.realpath(mod.__file__)
     assert path.startswith(work), f"{mod.__name__} imported from {path}, not the debug copy"
+# the kernels the tests reach are these checked modules (the only variant built)
+assert _cpu.selected_variant() == "baseline", _cpu.selected_variant()
+assert cb._conv is c and cb._pool is p, (cb._conv, cb._pool)
 import numpy as np
 # a checked build turns an out-of-bounds memoryview index into IndexError
 print("imported from the debug copy:", os.path.dirname(c.__file__))

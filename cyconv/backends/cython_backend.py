@@ -7,7 +7,8 @@ Each function allocates its outputs and hands them to a kernel in
 at the top of each for loop order, parallelisation and workspace).  Inputs are
 assumed validated by the public boundary (see :mod:`cyconv.backends`);
 ``np.ascontiguousarray`` is applied defensively (a no-op for conforming
-arrays).  ``n_threads`` is a resolved positive int.
+arrays).  The modules come in one build per CPU variant; the import below
+takes the one :mod:`cyconv._cpu` selected.  ``n_threads`` is a resolved positive int.
 
 Convolution calls single-threaded BLAS GEMMs from inside its OpenMP threads,
 so BLAS must not start threads of its own: every conv call runs under
@@ -24,9 +25,15 @@ import os
 import numpy as np
 
 from cyconv._shapes import winograd_serves
-from cyconv_ext import _blas_limit, _conv, _elementwise, _optim, _pool, _winograd
+from cyconv_ext import _blas_limit
 
+from .._cpu import import_kernels
 from . import _gemm_blas
+
+# The build of those modules that this CPU runs best (baseline, avx2 or
+# avx512; CYCONV_CPU_FEATURES overrides): see cyconv/_cpu.py.
+_conv, _elementwise, _optim, _pool, _winograd = import_kernels(
+    "_conv", "_elementwise", "_optim", "_pool", "_winograd")
 
 __all__ = [
     "conv2d_forward",
