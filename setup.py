@@ -110,7 +110,7 @@ X86_VARIANTS = (
 BASELINE = ("baseline", (), ())
 # Small helpers that do no heavy loops: one build, and _cpu must run anywhere.
 HEADERS = sorted(glob(os.path.join("cyconv_ext", "include", "*.h")))
-BASELINE_ONLY = {"_cpu", "_openmp_helpers"}
+BASELINE_ONLY = {"_cpu", "_openmp_helpers", "_blas_limit"}
 # setup.py writes the build record (cyconv_ext/_cpu.pyx includes it) here, and
 # the C files of the non-baseline variants under VARIANT_C_DIR/<variant>.
 GENERATED_DIR = os.path.join("build", "cyconv_generated")
