@@ -11,10 +11,11 @@
 # * Entering and leaving are C functions that hold the GIL and run no Python
 #   code, so the GIL is the lock: no other Python thread, no signal handler
 #   (KeyboardInterrupt), no PyThreadState_SetAsyncExc can run between the depth
-#   count and the limit/restore.  Python raises those only between bytecodes,
-#   and the ``with`` statement calls ``__exit__`` once ``__enter__`` has
-#   returned.  (The earlier Python guard could be interrupted inside
-#   ``__enter__`` and stay "entered" for the rest of the process.)
+#   count and the limit/restore.  CPython delivers those only after a call
+#   returns, on backward jumps and at function starts, so a ``with`` statement
+#   whose ``__enter__`` returned always reaches ``__exit__`` (bpo-29988).  (The
+#   earlier Python guard could be interrupted inside its ``__enter__`` and stay
+#   "entered" for the rest of the process.)
 # * The limit goes straight to the library's own setter
 #   (openblas_set_num_threads, ...), bound once by address
 #   (cyconv.backends._gemm_blas finds the library scipy's cython_blas, the one
