@@ -54,12 +54,17 @@ def _omp_cap(value):
 _OMP_CAP = _omp_cap(os.environ.get("OMP_NUM_THREADS"))
 
 
-def usable_cores():
-    """The CPU affinity mask's size (the cores the machine lets this process use), at least 1."""
+def usable_cpus():
+    """The CPUs the affinity mask lets this process use (all of them where there is no mask)."""
     try:
-        return max(len(os.sched_getaffinity(0)), 1)
+        return set(os.sched_getaffinity(0)) or {0}
     except (AttributeError, OSError):
-        return os.cpu_count() or 1
+        return set(range(os.cpu_count() or 1))
+
+
+def usable_cores():
+    """How many CPUs the affinity mask lets this process use, at least 1."""
+    return len(usable_cpus())
 
 # Fork safety.  _threads_resolved: this process has handed out (or reported) a
 # count above 1, so libgomp may hold a thread pool.  _forked_after_threads: this

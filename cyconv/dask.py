@@ -166,34 +166,34 @@ def _check_threads_fit(client, threads_per_worker):
                              f"fewer, or None")
 
 
-def _as_dask_images(images, net, client, batch_size):
-    """``images`` as a dask array with whole images per block (NumPy input is scattered)."""
-    if isinstance(images, da.Array):
-        arr = images
-    elif isinstance(images, np.ndarray):
-        if client is None:
-            raise ValueError("images is a NumPy array: cyconv.dask runs it on a "
-                             "distributed.Client; start one (distributed.Client()) or pass "
-                             "client=..., or call net.predict(images) in this process")
-        arr = None
-    else:
+def _check_images(images, net, client):
+    if not isinstance(images, (da.Array, np.ndarray)):
         raise TypeError(f"images must be a dask array or a NumPy array, got "
                         f"{type(images).__name__}")
-    shape = tuple(images.shape)
-    expected = (len(net.input_shape) + 1, net.input_shape)
-    if len(shape) != expected[0] or tuple(shape[1:]) != expected[1]:
-        raise ValueError(f"images of shape {shape} do not match the network's input shape "
-                         f"(N, {', '.join(map(str, net.input_shape))})")
-    if arr is None:
-        n = shape[0]
-        if batch_size is None:
-            slots = sum(int(w["nthreads"]) for w in client.scheduler_info()["workers"].values())
-            batch_size = min(MAX_AUTO_BATCH, max(1, math.ceil(n / (4 * max(slots, 1)))))
-        starts = range(0, n, batch_size)
-        futures = client.scatter([images[i:i + batch_size] for i in starts])
-        blocks = [da.from_delayed(f, shape=(min(batch_size, n - i),) + shape[1:],
-                                  dtype=images.dtype) for f, i in zip(futures, starts)]
-        return da.concatenate(blocks) if blocks else da.from_array(images)
+    if tuple(images.shape[1:]) != net.input_shape or images.ndim != len(net.input_shape) + 1:
+        raise ValueError(f"images of shape {tuple(images.shape)} do not match the network's "
+                         f"input shape (N, {', '.join(map(str, net.input_shape))})")
+    if isinstance(images, np.ndarray) and client is None:
+        raise ValueError("images is a NumPy array: cyconv.dask runs it on a "
+                         "distributed.Client; start one (distributed.Client()) or pass "
+                         "client=..., or call net.predict(images) in this process")
+
+
+def _scattered(images, client, batch_size):
+    """NumPy images as a dask array of chunks scattered to the workers, once."""
+    n = len(images)
+    if batch_size is None:
+        slots = sum(int(w["nthreads"]) for w in client.scheduler_info()["workers"].values())
+        batch_size = min(MAX_AUTO_BATCH, max(1, math.ceil(n / (4 * max(slots, 1)))))
+    starts = range(0, n, batch_size)
+    futures = client.scatter([images[i:i + batch_size] for i in starts])
+    blocks = [da.from_delayed(future, shape=(min(batch_size, n - i),) + images.shape[1:],
+                              dtype=images.dtype) for future, i in zip(futures, starts)]
+    return da.concatenate(blocks) if blocks else da.from_array(images)
+
+
+def _whole_images(arr, batch_size):
+    """A dask array chunked along the batch axis only (rechunked, with a warning, if not)."""
     if any(len(c) > 1 for c in arr.chunks[1:]):
         warnings.warn(f"images are chunked along a non-batch axis (chunks {arr.chunksize}); "
                       f"rechunked to whole images per block: chunk along the batch axis only "
@@ -212,9 +212,13 @@ def _map_network(net, images, upto, client, batch_size, threads_per_worker, what
     threads_per_worker = _check_positive(threads_per_worker, "threads_per_worker")
     numpy_input = isinstance(images, np.ndarray)
     client = _find_client(client)
+    _check_images(images, net, client)
     if client is not None and threads_per_worker is not None:
         _check_threads_fit(client, threads_per_worker)
-    arr = _as_dask_images(images, net, client, batch_size)
+    if numpy_input:
+        arr = _scattered(images, client, batch_size)
+    else:
+        arr = _whole_images(images, batch_size)
     shipped = net._inference_copy()
     if client is not None:
         shipped = client.scatter(shipped, broadcast=True, hash=False)

@@ -69,14 +69,16 @@ def abort_on_error(comm=None):
 
     The traceback is printed to this rank's stderr, prefixed by the rank, and
     ``MPI.COMM_WORLD.Abort`` ends every rank (exit status 1; 130 for Ctrl-C).
-    ``SystemExit(0)`` passes through.  For a whole script,
-    ``mpiexec -n N python -m mpi4py script.py`` does the same.
+    ``SystemExit(0)`` passes through, and so does everything when ``comm`` has
+    a single rank: nobody waits for it, and the caller gets the exception.
+    For a whole script, ``mpiexec -n N python -m mpi4py script.py`` aborts on
+    an uncaught exception too.
     """
     comm = MPI.COMM_WORLD if comm is None else comm
     try:
         yield
     except BaseException as exc:
-        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+        if comm.Get_size() == 1 or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
             raise
         sys.stdout.flush()
         sys.stderr.write(f"cyconv.distributed: rank {comm.Get_rank()} of {comm.Get_size()} "
@@ -90,11 +92,8 @@ def _node_threads(comm, threads_per_rank):
     """Threads for this rank's kernels: asked for, or this node's cores shared out."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     try:
-        try:
-            mask = sorted(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            mask = list(range(os.cpu_count() or 1))
-        node_cores = len(set().union(*node.allgather(mask)))
+        mine = _threads.usable_cpus()
+        node_cores = len(set().union(*node.allgather(sorted(mine))))
         ranks = node.Get_size()
     finally:
         node.Free()
@@ -102,7 +101,7 @@ def _node_threads(comm, threads_per_rank):
         explicit = _threads.explicit_num_threads()
         if explicit is not None:
             return _threads.resolve_num_threads(explicit)
-        return max(1, min(len(mask), node_cores // ranks))
+        return max(1, min(len(mine), node_cores // ranks))
     if threads_per_rank * ranks > node_cores:
         raise ValueError(f"threads_per_rank={threads_per_rank} puts {threads_per_rank * ranks} "
                          f"threads on a node with {node_cores} cores for {ranks} ranks: use "

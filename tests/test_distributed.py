@@ -25,7 +25,7 @@ import pytest
 
 MPI = pytest.importorskip("mpi4py.MPI", reason="needs mpi4py and an MPI library (cyconv[mpi])")
 
-from cyconv import datasets  # noqa: E402
+from cyconv import _threads, datasets  # noqa: E402
 from cyconv.distributed import DistributedTrainer  # noqa: E402
 from cyconv.nn import SimpleConvNet  # noqa: E402
 from cyconv.training import Trainer  # noqa: E402
@@ -54,6 +54,17 @@ def launch(out, *args, n=2):
                                                             "OMP_NUM_THREADS")}
     return subprocess.run(mpiexec() + ["-n", str(n), sys.executable, SCRIPT, str(out), *args],
                           capture_output=True, text=True, timeout=LAUNCH_TIMEOUT, env=env)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-process references on one kernel and one BLAS thread: results do not depend
+    on it (beyond BLAS rounding, within the tolerances), and on a busy machine two
+    OpenMP threads can wait on each other for a long time."""
+    from threadpoolctl import threadpool_limits
+
+    with _threads.local_num_threads(1), threadpool_limits(limits=1, user_api="blas"):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +209,19 @@ def test_cli_train_mpi_prints_and_saves_on_rank0(tmp_path):
     assert "2 MPI ranks x" in run.stdout and run.stdout.count("test accuracy") == 1
     assert run.stdout.count("parameters saved to") == 1
     load(tmp_path / "p.npz", np.float32)  # a valid parameter file of the network
+
+
+def test_bad_arguments_raise_on_a_single_rank(digits):
+    # with one rank nobody can hang: errors reach the caller instead of aborting
+    x_train, t_train, _, _ = digits
+    net = make_net(0, np.float32)
+    for kwargs, exc, match in [({"batch_size": 0}, ValueError, "batch_size"),
+                               ({"threads_per_rank": 0}, ValueError, "threads_per_rank"),
+                               ({"threads_per_rank": 1.5}, ValueError, "threads_per_rank"),
+                               ({"threads_per_rank": 4096}, ValueError,
+                                r"threads_per_rank=4096 puts 4096 threads on a node")]:
+        with pytest.raises(exc, match=match):
+            DistributedTrainer(net, x_train, t_train, comm=MPI.COMM_SELF, **kwargs)
+    net.params["3.b"] = net.params["3.b"].astype(np.float64)
+    with pytest.raises(TypeError, match="share one float32 or float64 dtype"):
+        DistributedTrainer(net, x_train, t_train, comm=MPI.COMM_SELF)

@@ -13,11 +13,11 @@ slow spell of a shared machine shows up as spread between rounds.  Reported:
 per-epoch training time (optimizer steps only; the evaluation is not timed),
 median and range over rounds x epochs, and the final test accuracy.
 
-Then, on one rank with one thread, it measures the compute of one training step
-at the local batch a rank gets out of the global 100 for 1, 2, 4, ... ranks, and
-an ``Allreduce`` of the parameter count between the two local ranks (shared
-memory), both as the fastest of repeated runs (the least disturbed on a shared
-machine), and prints the model ``step(p) = compute(100 / p) + allreduce(p)``
+Then, in one process on one thread, it measures the compute of one training step
+at the local batch a rank gets out of the global 100 for 1, 2, 4, ... ranks, and,
+under ``mpiexec -n 2``, an ``Allreduce`` of the parameter count between the two
+local ranks (shared memory), both as the fastest of repeated runs (the least
+disturbed on a shared machine), and prints the model ``step(p) = compute(100 / p) + allreduce(p)``
 with a ring allreduce over a network of the given bandwidths:
 ``2 (p - 1) / p * bytes / bandwidth + 2 (p - 1) * latency``.
 """
@@ -75,38 +75,45 @@ def worker(args):
 
 
 def step_costs(args):
-    """Compute per step at each local batch (1 thread) and the local Allreduce (rank 0 prints)."""
+    """Compute per step at each local batch, one thread, no MPI (a process of its own)."""
     import numpy as np
 
     import cyconv
-    from cyconv.distributed import MPI
     from cyconv.optim import Adam
 
-    comm = MPI.COMM_WORLD
     x_train, t_train, _, _ = load(args.data_dir)
     cyconv.set_num_threads(1)
     net, opt = make_net(), Adam(lr=1e-3)
     compute = {}
-    if comm.Get_rank() == 0:
-        for ranks in (1, 2, 4, 8, 16, 32):
-            local = 100 // ranks
-            times = []
-            for rep in range(args.steps):
-                idx = np.arange(rep * local, (rep + 1) * local) % len(x_train)
-                start = time.perf_counter()
-                opt.update(net.params, net.gradient(x_train[idx], t_train[idx]))
-                times.append(time.perf_counter() - start)
-            compute[ranks] = min(times[2:])  # the least disturbed: the machine is shared
-    flat = np.zeros(net.num_params(), dtype=np.float32)
+    for ranks in (1, 2, 4, 8, 16, 32):
+        local = 100 // ranks
+        times = []
+        for rep in range(args.steps):
+            idx = np.arange(rep * local, (rep + 1) * local) % len(x_train)
+            start = time.perf_counter()
+            opt.update(net.params, net.gradient(x_train[idx], t_train[idx]))
+            times.append(time.perf_counter() - start)
+        compute[ranks] = min(times[2:])  # the least disturbed: the machine is shared
+    print(json.dumps({"params": net.num_params(), "bytes": 4 * net.num_params(),
+                      "compute": compute}))
+
+
+def allreduce_cost(args):
+    """The Allreduce of the parameter count between the local ranks (rank 0 prints)."""
+    import numpy as np
+
+    from cyconv.distributed import MPI
+
+    comm = MPI.COMM_WORLD
+    flat = np.zeros(make_net().num_params(), dtype=np.float32)
     times = []
-    for _ in range(50):
+    for _ in range(100):
         comm.Barrier()
         start = time.perf_counter()
         comm.Allreduce(MPI.IN_PLACE, flat, op=MPI.SUM)
         times.append(time.perf_counter() - start)
     if comm.Get_rank() == 0:
-        print(json.dumps({"params": net.num_params(), "bytes": flat.nbytes,
-                          "compute": compute, "allreduce_local": min(times)}))
+        print(json.dumps({"allreduce_local": min(times)}))
 
 
 def run(command):
@@ -156,12 +163,15 @@ def main(argv=None):
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--mpi", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--costs", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--allreduce", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
     if args.costs:
         return step_costs(args)
+    if args.allreduce:
+        return allreduce_cost(args)
     mpiexec = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable),
                                                             os.environ.get("PATH", "")]))
     if mpiexec is None:
@@ -173,7 +183,8 @@ def main(argv=None):
     results = {name: [] for name in configs}
     loads = []
     for r in range(args.rounds):
-        for name, command in configs.items():
+        order = list(configs.items())
+        for name, command in (order if r % 2 == 0 else order[::-1]):  # alternate who goes first
             loads.append(os.getloadavg()[0])
             results[name].append(run(command))
             times = results[name][-1]["epoch_time"]
@@ -194,8 +205,9 @@ def main(argv=None):
               f"{', '.join(f'{a:.2%}' for a in accs)} |")
     one, two = medians.values()
     print(f"2 ranks / 1 process, time per epoch: {two / one:.2f}")
-    costs = run([mpiexec, "-n", "2", sys.executable, HERE, "--costs", "--data-dir",
-                 args.data_dir, "--steps", str(args.steps)])
+    costs = run([sys.executable, HERE, "--costs", "--data-dir", args.data_dir,
+                 "--steps", str(args.steps)])
+    costs.update(run([mpiexec, "-n", "2", sys.executable, HERE, "--allreduce"]))
     model_table(costs, args.bandwidth, args.latency)
 
 
