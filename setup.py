@@ -208,7 +208,8 @@ def build_extensions(jobs):
     # Never -ffast-math/-Ofast: NaN propagation and exact reductions matter here.
     # -ffp-contract=off: GCC fuses a*b+c into one FMA by default, which rounds
     # differently from NumPy's separate operations; the elementwise kernels
-    # (ReLU, Adam) promise bitwise the NumPy result.  The GEMMs run in BLAS.
+    # (ReLU, Adam) promise bitwise the NumPy result.  The GEMM (include/
+    # cyconv_gemm.h) fuses through explicit FMA intrinsics, which it leaves alone.
     # -fno-math-errno: sqrt need not set errno (values are unchanged), which is
     # what lets GCC vectorise a loop that calls it.
     contract = ["-ffp-contract=off", "-fno-math-errno"]

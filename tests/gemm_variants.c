@@ -1,7 +1,8 @@
 /* Standalone check of cyconv_ext/include/cyconv_gemm.h for the ISA variant
  * the compiler is told to target, so that every variant can be tested on a
  * machine that runs it (tests/test_gemm.py builds and runs this for
- * -march=x86-64, x86-64-v3 and x86-64-v4, skipping the run where the CPU
+ * -march=x86-64, x86-64-v3 and x86-64-v4, and for the plain C path with
+ * -DCYCONV_GEMM_SCALAR, skipping the run where the CPU
  * lacks the instructions):
  *
  *     cc -O2 -ffp-contract=off -march=x86-64-v4 -I cyconv_ext/include \

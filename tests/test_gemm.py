@@ -294,25 +294,35 @@ LEVELS = {
     "x86-64-v3": {"avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"},
     "x86-64-v4": {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"},
 }
-EXPECTED_VARIANT = {"x86-64": "generic-vector", "x86-64-v3": "avx2", "x86-64-v4": "avx512"}
+# (build flags, the variant the program must report)
+VARIANTS = {
+    "scalar": (["-march=x86-64", "-DCYCONV_GEMM_SCALAR"], "generic-scalar"),
+    "x86-64": (["-march=x86-64"], "generic-vector"),
+    "x86-64-v3": (["-march=x86-64-v3"], "avx2"),
+    "x86-64-v4": (["-march=x86-64-v4"], "avx512"),
+}
 
 
-@pytest.mark.parametrize("level", list(LEVELS))
-def test_every_variant_in_c(level, tmp_path):
-    """Build tests/gemm_variants.c for each x86-64 level (a build failure
-    fails) and run it where the CPU has the level's instructions."""
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_variant_in_c(variant, tmp_path):
+    """Build tests/gemm_variants.c for each variant (a build failure fails)
+    and run it where the CPU has the variant's instructions: the plain C path
+    of non-GNU compilers (forced by CYCONV_GEMM_SCALAR), GCC's SSE2 vectors,
+    AVX2+FMA, AVX-512."""
     if platform.machine().lower() not in {"x86_64", "amd64"}:
         pytest.skip("the variants are x86-64 ISA levels")
     cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
     if shutil.which(cc[0]) is None:
         pytest.skip(f"no C compiler ({cc[0]})")
-    probe = subprocess.run(cc + [f"-march={level}", "-x", "c", "-c", "-o", os.devnull, "-"],
+    flags, expected = VARIANTS[variant]
+    level = flags[0].split("=")[1]
+    probe = subprocess.run(cc + [flags[0], "-x", "c", "-c", "-o", os.devnull, "-"],
                            input=b"int x;\n", capture_output=True)
     if probe.returncode != 0:
-        pytest.skip(f"{cc[0]} does not know -march={level}")
-    exe = tmp_path / f"gemm_{level}"
+        pytest.skip(f"{cc[0]} does not know {flags[0]}")
+    exe = tmp_path / f"gemm_{variant}"
     build = subprocess.run(
-        cc + ["-O2", "-ffp-contract=off", f"-march={level}", "-I",
+        cc + ["-O2", "-ffp-contract=off", *flags, "-I",
               os.path.join(ROOT, "cyconv_ext", "include"),
               os.path.join(ROOT, "tests", "gemm_variants.c"), "-o", str(exe), "-lm"],
         capture_output=True, text=True, timeout=300)
@@ -326,4 +336,4 @@ def test_every_variant_in_c(level, tmp_path):
         pytest.skip(f"built; this CPU lacks {sorted(missing)} to run the {level} variant")
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert run.stdout.split() == [EXPECTED_VARIANT[level], "ok"]
+    assert run.stdout.split() == [expected, "ok"]

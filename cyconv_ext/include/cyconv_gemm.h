@@ -108,7 +108,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__AVX512F__) || (defined(__AVX2__) && defined(__FMA__))
+#if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
 
@@ -132,7 +132,9 @@
  * CG_MC_x     rows of an A block (multiple of MR)
  * CG_NC_x     columns of a B block (multiple of NR)
  */
-#if defined(__AVX512F__)
+/* CYCONV_GEMM_SCALAR (defined by hand) selects the plain C path of non-GNU
+   compilers, so that its test runs with GCC too. */
+#if defined(__AVX512F__) && !defined(CYCONV_GEMM_SCALAR)
 #define CYCONV_GEMM_VARIANT "avx512"
 #define CG_VEC_s __m512
 #define CG_VLEN_s 16
@@ -156,7 +158,7 @@
 #define CG_NR_s 8
 #define CG_MRV_d 2
 #define CG_NR_d 8
-#elif defined(__AVX2__) && defined(__FMA__)
+#elif defined(__AVX2__) && defined(__FMA__) && !defined(CYCONV_GEMM_SCALAR)
 #define CYCONV_GEMM_VARIANT "avx2"
 #define CG_VEC_s __m256
 #define CG_VLEN_s 8
@@ -179,7 +181,7 @@
 #define CG_NR_s 6
 #define CG_MRV_d 2
 #define CG_NR_d 6
-#elif defined(__GNUC__)
+#elif defined(__GNUC__) && !defined(CYCONV_GEMM_SCALAR)
 #define CYCONV_GEMM_VARIANT "generic-vector"
 typedef float cyconv_gemm_v4sf __attribute__((vector_size(16)));
 typedef double cyconv_gemm_v2df __attribute__((vector_size(16)));
@@ -236,7 +238,7 @@ typedef double cyconv_gemm_v2df_u __attribute__((vector_size(16), aligned(8), ma
  * panels: dst[q * ldd + r] = src[r * lds + q] for an 8 x 8 float or 4 x 4
  * double block (AVX2 instructions, so the AVX-512 build has them too;
  * exact copies, they do not touch the arithmetic). */
-#if defined(__AVX2__)
+#if defined(__AVX2__) && !defined(CYCONV_GEMM_SCALAR)
 #define CG_TB_s 8
 #define CG_TB_d 4
 static inline void cyconv_gemm_transpose_s(const float *src, ptrdiff_t lds, float *dst,
