@@ -138,9 +138,9 @@ def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
     Parameters
     ----------
     padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same"
-        The two strings in any case (``"SAME"``).  ``"same"`` keeps ``out = ceil(in / stride)`` (TensorFlow's rule; with
-        stride 1 the output equals the input), putting any odd extra padding at
-        the bottom/right.
+        The two strings in any case (``"SAME"``).  ``"same"`` keeps
+        ``out = ceil(in / stride)`` (TensorFlow's rule; with stride 1 the output
+        equals the input), putting any odd extra padding at the bottom/right.
     input_size, kernel_size, stride, dilation : int or pair
 
     Returns

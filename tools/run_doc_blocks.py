@@ -109,7 +109,8 @@ def _run_doctest(block, namespace):
                 name, message = expected.groups()
                 if type(exc).__name__ != name or _normalised(str(exc)) != _normalised(message):
                     raise AssertionError(f"{where}: expected {name}: {_normalised(message)}\n"
-                                         f"got {type(exc).__name__}: {_normalised(str(exc))}")
+                                         f"got {type(exc).__name__}: {_normalised(str(exc))}"
+                                         ) from exc
                 continue
             raise AssertionError(f"{where}: expected {expected.group(1)}, nothing was raised")
         out = io.StringIO()

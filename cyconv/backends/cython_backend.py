@@ -19,10 +19,9 @@ concurrent callers: the first in sets it, the last out restores it.
 from __future__ import annotations
 
 import threading
+import warnings
 
 import numpy as np
-
-import warnings
 
 from cyconv._shapes import winograd_serves
 from cyconv.backends import SerialBuildWarning
