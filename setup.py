@@ -271,6 +271,74 @@ def build_extensions(jobs):
     return ext_modules
 
 
+# -- checks and records around the build (separate from the flag logic above) ----
+
+BUILD_INFO = os.path.join("cyconv_ext", "_build_info.py")
+COMPILING_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
+
+
+def require_extensions(extensions):
+    """Fail a build that would compile nothing.
+
+    Without the ``.pyx`` sources (an incomplete sdist) setuptools would
+    quietly produce a pure-Python ``py3-none-any`` wheel whose every call
+    falls back to NumPy; refuse instead.
+    """
+    if not extensions:
+        raise SystemExit("error: cyconv: no Cython sources (cyconv_ext/*.pyx) in this source "
+                         "tree, so the compiled backend cannot be built; an sdist must ship "
+                         "them (see MANIFEST.in)")
+    return extensions
+
+
+def write_build_info(extensions):
+    """Record the build's Cython, NumPy, compiler and flags for ``cyconv.show_versions()``.
+
+    Written into the source tree (git-ignored, left out of the sdist), so a
+    wheel and an editable install both carry the record of their own build;
+    only by commands that compile (not ``sdist`` or metadata queries, which
+    would describe a build that did not happen).  Only reads the finished
+    ``Extension`` objects.
+    """
+    if not COMPILING_COMMANDS.intersection(sys.argv[1:]):
+        return extensions
+    import Cython
+
+    cc = (os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc").split()
+    try:
+        compiler = subprocess.run(cc + ["--version"], capture_output=True, text=True,
+                                  timeout=60).stdout.splitlines()[0].strip()
+    except (OSError, subprocess.SubprocessError, IndexError):
+        compiler = " ".join(cc)
+    compile_args = {ext.name: list(ext.extra_compile_args) for ext in extensions}
+    link_args = {ext.name: list(ext.extra_link_args) for ext in extensions}
+    text = (f'"""What built this copy of the extension: written by setup.py, not in git."""\n\n'
+            f"CYTHON_VERSION = {Cython.__version__!r}\n"
+            f"NUMPY_BUILD_VERSION = {np.__version__!r}\n"
+            f"COMPILER = {compiler!r}\n"
+            f"ENVIRONMENT = {_build_switches()!r}\n"
+            f"COMPILE_ARGS = {compile_args!r}\n"
+            f"LINK_ARGS = {link_args!r}\n")
+    path = os.path.join(HERE, BUILD_INFO)
+    try:
+        with open(path) as f:
+            unchanged = f.read() == text
+    except OSError:
+        unchanged = False
+    if not unchanged:
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+        except OSError as exc:  # a read-only tree still builds; show_versions says "unknown"
+            print(f"cyconv: could not write {BUILD_INFO}: {exc}", file=sys.stderr)
+    return extensions
+
+
+def _build_switches():
+    return {name: os.environ[name] for name in sorted(os.environ)
+            if name.startswith("CYCONV_") or name in ("CC", "CFLAGS", "LDFLAGS")}
+
+
 JOBS = build_jobs()
-setup(ext_modules=build_extensions(JOBS),
+setup(ext_modules=write_build_info(require_extensions(build_extensions(JOBS))),
       options={"build_ext": {"parallel": JOBS if JOBS > 1 else False}})

@@ -23,7 +23,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import _registry
-from ._config import show_config
+from ._config import show_config, show_versions
 from ._plugins import PluginLoadWarning, load_plugins
 from ._plugins import install as _install_plugins
 from ._registry import (
@@ -47,6 +47,7 @@ from ._shapes import (
     resolve_geometry,
 )
 from ._threads import ThreadsAfterForkWarning, get_num_threads, set_num_threads
+from .backends import SerialBuildWarning
 from .functional import (
     avg_pool2d,
     avg_pool2d_backward,
@@ -89,13 +90,13 @@ def get_include():
 __all__ = [
     "Affine", "AvgPool2D", "BackendError", "BackendFallbackWarning", "BatchNorm", "Conv2D",
     "Dropout", "Flatten", "ForwardNotCalledError", "Geometry", "Layer", "LayerNotFoundError", "MaxPool2D",
-    "PluginLoadWarning", "ReLU",
+    "PluginLoadWarning", "ReLU", "SerialBuildWarning",
     "ShapeError", "Sigmoid", "SoftmaxWithLoss", "ThreadsAfterForkWarning", "avg_pool2d", "avg_pool2d_backward",
     "backends_for", "conv2d", "conv2d_backward", "conv_output_size", "create_layer",
     "get_include", "get_layer", "get_num_threads", "list_backends", "list_layers", "load_plugins",
     "max_pool2d",
     "max_pool2d_backward", "normalize_padding", "pool_output_size", "register_layer",
-    "resolve_geometry", "set_num_threads", "show_config", "use_backend",
+    "resolve_geometry", "set_num_threads", "show_config", "show_versions", "use_backend",
 ]
 
 

@@ -16,6 +16,8 @@ import time
 
 import numpy as np
 
+from .training import count_noun as _count
+
 PROG = "cyconv"
 
 
@@ -24,6 +26,20 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default, unless its help already explains it.
+
+    ``None`` defaults ("the model's", "all cores") and flags are explained in
+    words; "(default: None)" or "(default: False)" would say nothing.
+    """
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if action.default is None or isinstance(action.default, bool) or "default" in help_text:
+            return help_text
+        return super()._get_help_string(action)
 
 
 class _Fail(Exception):
@@ -181,7 +197,7 @@ def _plots(history, filters_before, filters_after, curves_path, filters_path, ti
 
 
 def _n_threads(n):
-    return f"{n} thread" if n == 1 else f"{n} threads"
+    return _count(n, "thread")
 
 
 def _fmt_time(seconds):
@@ -230,7 +246,7 @@ def cmd_demo(args):
         history = trainer.train()
         acc = history.test_acc[-1] if history.test_acc else float("nan")
         print(f"test accuracy: {acc:.2%} on {len(x_test)} held-out digits after "
-              f"{history.epochs} epochs; training time {_fmt_time(history.train_time)} "
+              f"{_count(history.epochs, 'epoch')}; training time {_fmt_time(history.train_time)} "
               f"({history.samples_per_second:.0f} samples/s)")
         if history.interrupted:
             print("(interrupted)")
@@ -309,12 +325,12 @@ def cmd_train(args):
         count = trainer.threads_per_rank if args.mpi else cyconv.get_num_threads()
         where = f"{ranks} MPI ranks x {_n_threads(count)}" if args.mpi else _n_threads(count)
         say(f"training {type(net).__name__} on {args.data}: {len(x_train)} train / "
-            f"{len(x_test)} test images, {args.epochs} epochs, batch {args.batch_size}, "
+            f"{len(x_test)} test images, {_count(args.epochs, 'epoch')}, batch {args.batch_size}, "
             f"{args.optimizer}{'' if args.lr is None else f' lr {args.lr:g}'}, {dtype}, "
             f"conv backend {net.layers[0].backend!r}, {where}")
         history = trainer.train()
     acc = history.test_acc[-1] if history.test_acc else float("nan")
-    say(f"test accuracy {acc:.2%} after {history.epochs} epochs; training time "
+    say(f"test accuracy {acc:.2%} after {_count(history.epochs, 'epoch')}; training time "
         f"{_fmt_time(history.train_time)} ({history.samples_per_second:.0f} samples/s)"
         + (" (interrupted)" if history.interrupted else ""))
     if args.save:
@@ -371,23 +387,29 @@ def cmd_bench(args):
 
 
 def build_parser():
+    from . import __version__
+
     parser = _Parser(
-        prog=PROG, description="cyconv: CNN layers on NumPy arrays with a compiled backend.")
+        prog=PROG, description="cyconv: CNN layers on NumPy arrays with a compiled backend.",
+        formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
     demo = sub.add_parser("demo", help="train a small CNN on the 8x8 digits, compare backends",
+                          formatter_class=_HelpFormatter,
                           description="Train SimpleConvNet on scikit-learn's 8x8 digits (80/20 "
                                       "split) with the compiled backend, time the same steps on "
                                       "the numpy backend and save plots.")
-    demo.add_argument("--epochs", type=_positive_int, default=20)
-    demo.add_argument("--batch-size", type=_positive_int, default=32)
-    demo.add_argument("--lr", type=_positive_float, default=2e-3)
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--epochs", type=_positive_int, default=20, help="training epochs")
+    demo.add_argument("--batch-size", type=_positive_int, default=32, help="mini-batch size")
+    demo.add_argument("--lr", type=_positive_float, default=2e-3, help="Adam's learning rate")
+    demo.add_argument("--seed", type=int, default=0,
+                      help="seeds the split, the weights and the batches")
     demo.add_argument("--threads", type=_nonzero_int, default=1,
-                      help="threads for the kernels and BLAS (default 1: the 8x8 digits are "
-                           "too small to gain from more, and extra threads lose badly on a "
-                           "busy machine; -1 = all usable cores)")
+                      help="threads for the kernels and BLAS (-1 = all usable cores); the "
+                           "8x8 digits are too small to gain from more, and extra threads "
+                           "lose badly on a busy machine")
     demo.add_argument("--compare-steps", type=_positive_int, default=30,
                       help="training steps timed on each backend for the speed-up")
     demo.add_argument("--out", metavar="DIR", default=None,
@@ -396,25 +418,30 @@ def build_parser():
     demo.set_defaults(func=cmd_demo)
 
     train = sub.add_parser("train", help="train a network on the digits or MNIST",
+                           formatter_class=_HelpFormatter,
                            description="Train SimpleConvNet or DeepConvNet. For mnist: trained "
                                        "on images 0-7999 and tested on 8000-9999 of the t10k set "
                                        "by default.")
-    train.add_argument("--data", choices=["digits", "mnist"], default="digits")
+    train.add_argument("--data", choices=["digits", "mnist"], default="digits",
+                       help="scikit-learn's 8x8 digits or MNIST IDX files")
     train.add_argument("--data-dir", metavar="DIR", default=None,
                        help="MNIST folder (default: $CYCONV_MNIST_DIR, ./mnist or "
                             "../shared/data/mnist)")
     train.add_argument("--kind", choices=["t10k", "train"], default="t10k",
                        help="which MNIST file set to read")
-    train.add_argument("--model", choices=["simple", "deep"], default="simple")
-    train.add_argument("--epochs", type=_positive_int, default=10)
-    train.add_argument("--batch-size", type=_positive_int, default=100)
+    train.add_argument("--model", choices=["simple", "deep"], default="simple",
+                       help="the textbook's SimpleConvNet (ch. 7) or DeepConvNet (ch. 8)")
+    train.add_argument("--epochs", type=_positive_int, default=10, help="training epochs")
+    train.add_argument("--batch-size", type=_positive_int, default=100, help="mini-batch size")
     train.add_argument("--optimizer", choices=["sgd", "momentum", "nesterov", "adagrad",
-                                               "rmsprop", "adam"], default="adam")
+                                               "rmsprop", "adam"], default="adam",
+                       help="update rule (cyconv.optim)")
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate (default: the optimizer's, 1e-3 for adam)")
     train.add_argument("--init", type=_weight_init, default=None,
                        help="weight init: he, xavier or a std (default: the model's)")
-    train.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    train.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                       help="dtype of the data and the parameters")
     train.add_argument("--backend", default=None,
                        help="conv/pool/ReLU backend, e.g. cython or numpy (default: the fastest)")
     train.add_argument("--threads", type=_nonzero_int, default=None,
@@ -424,12 +451,15 @@ def build_parser():
                        help="data-parallel training over the ranks of an MPI job "
                             "(mpiexec -n 2 cyconv train --mpi ...; needs cyconv[mpi]); "
                             "--batch-size is the global batch, rank 0 prints and saves")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--save", metavar="FILE.npz", default=None)
+    train.add_argument("--seed", type=int, default=0, help="seeds the weights and the batches")
+    train.add_argument("--save", metavar="FILE.npz", default=None,
+                       help="save the trained parameters")
     train.add_argument("--plot", metavar="FILE.png", default=None,
                        help="learning curves; the filters go to FILE-filters.png")
-    train.add_argument("--train-size", type=_positive_int, default=None)
-    train.add_argument("--test-size", type=_positive_int, default=None)
+    train.add_argument("--train-size", type=_positive_int, default=None,
+                       help="training images (default: 80%% of the digits, 8000 of MNIST)")
+    train.add_argument("--test-size", type=_positive_int, default=None,
+                       help="test images (default: 20%% of the digits, 2000 of MNIST)")
     train.add_argument("--summary", action="store_true", help="print the layer table")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=cmd_train)

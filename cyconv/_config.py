@@ -1,7 +1,9 @@
-"""``show_config()``: what this cyconv build is and runs on."""
+"""``show_config()`` and ``show_versions()``: what this cyconv build is and runs on."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.metadata
 import platform
 import sys
 
@@ -103,3 +105,124 @@ def show_config(file=None):
             print(f"{key:<{width}} : {'; '.join(value) or 'none found'}", file=out)
         else:
             print(f"{key:<{width}} : {value}", file=out)
+
+
+# -- show_versions (scikit-learn's name and layout) ----------------------------------
+
+#: CPU features that decide which vector code a build can use.
+CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "neon", "asimd")
+
+
+def cpu_features():
+    """The :data:`CPU_FEATURES` this CPU reports (from /proc/cpuinfo where there is one)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [name for name in CPU_FEATURES if name in have]
+    except OSError:
+        pass
+    return []
+
+
+def _version(distribution):
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _build_info():
+    """The build's record written by setup.py (``cyconv_ext/_build_info.py``), or None."""
+    try:
+        return importlib.import_module("cyconv_ext._build_info")
+    except ImportError:
+        return None
+
+
+def _cpu_variant(info):
+    """Which CPU the compiled code targets, from the recorded flags."""
+    flags = {arg for args in info.COMPILE_ARGS.values() for arg in args}
+    marches = sorted(arg for arg in flags if arg.startswith(("-march=", "-mcpu=")))
+    if "-march=native" in marches or "-mcpu=native" in marches:
+        return "native: the building machine's CPU (-march=native; not portable)"
+    if marches:
+        return "portable, with variants for " + ", ".join(m.split("=", 1)[1] for m in marches)
+    return "portable (the compiler's default target)"
+
+
+def versions_info():
+    """Return what :func:`show_versions` prints, as a dict of sections."""
+    from . import __version__
+
+    dependencies = {"cyconv": __version__}
+    for name in ("numpy", "scipy", "threadpoolctl", "Cython", "tqdm", "matplotlib",
+                 "scikit-learn", "hypothesis"):
+        dependencies[name] = _version(name) or "not installed"
+    try:
+        from cyconv_ext import _openmp_helpers
+        openmp = "enabled" if _openmp_helpers.openmp_enabled() else "disabled (serial kernels)"
+        extension = "built"
+    except ImportError as exc:
+        openmp, extension = "n/a", f"missing ({exc})"
+    build = {"compiled extension": extension}
+    info = _build_info()
+    if info is None:
+        build["Cython"] = "unknown (no build record: built by an older setup.py)"
+    else:
+        distinct = sorted({" ".join(args) for args in info.COMPILE_ARGS.values()})
+        links = sorted({" ".join(args) for args in info.LINK_ARGS.values()})
+        build.update({
+            "Cython": info.CYTHON_VERSION,
+            "numpy (build)": info.NUMPY_BUILD_VERSION,
+            "compiler": info.COMPILER,
+            "compile flags": " | ".join(distinct) or "none",
+            "link flags": " | ".join(links) or "none",
+            "build switches": ", ".join(f"{k}={v}" for k, v in info.ENVIRONMENT.items())
+                              or "none",
+            "CPU variant": _cpu_variant(info),
+        })
+    build["CPU features available"] = ", ".join(cpu_features()) or "unknown"
+    build["OpenMP"] = openmp
+    try:
+        from threadpoolctl import threadpool_info
+        pools = threadpool_info()
+    except ImportError:
+        pools = [{"threadpoolctl": "not installed"}]
+    return {
+        "System": {"python": sys.version.replace("\n", " "), "executable": sys.executable,
+                   "machine": platform.platform(), "cpu": cpu_model()},
+        "Python dependencies": dependencies,
+        "Build": build,
+        "threadpoolctl info (OpenMP runtime, BLAS libraries and their threads)": pools,
+    }
+
+
+def show_versions(file=None):
+    """Print versions of cyconv, its dependencies and its build, scikit-learn style.
+
+    System (Python, platform), Python dependencies (numpy, scipy,
+    threadpoolctl, ...), the build (the Cython, NumPy and compiler it was
+    built with, its compiler flags and CPU variant, OpenMP) and threadpoolctl's
+    view of the OpenMP runtime and BLAS libraries with their thread counts.
+    Paste it into bug reports.
+
+    Examples
+    --------
+    >>> import cyconv
+    >>> cyconv.show_versions()  # doctest: +SKIP
+    """
+    out = file or sys.stdout
+    for title, section in versions_info().items():
+        print(f"\n{title}:", file=out)
+        if isinstance(section, dict):
+            width = max(len(k) for k in section)
+            for key, value in section.items():
+                print(f"{key:>{width}}: {value}", file=out)
+        else:
+            for pool in section:
+                width = max(len(k) for k in pool)
+                for key, value in pool.items():
+                    print(f"{key:>{width}}: {value}", file=out)
+                print(file=out)

@@ -197,10 +197,29 @@ REGISTRY = Registry()
 _context_backends = contextvars.ContextVar("cyconv_backends", default=())
 
 
+_checked_environment = set()  # CYCONV_BACKEND values already checked for unknown names
+
+
+def _environment_backends():
+    """``CYCONV_BACKEND`` as a list; an unknown name in it warns once (a typo is not silent)."""
+    value = os.environ.get("CYCONV_BACKEND", "")
+    names = [b.strip() for b in value.split(",") if b.strip()]
+    if names and value not in _checked_environment:
+        _checked_environment.add(value)
+        known = REGISTRY.all_backends()
+        for name in names:
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                warnings.warn(f"CYCONV_BACKEND={value!r} names an unknown backend {name!r}, which "
+                              f"is ignored; valid names: {', '.join(known)}.{hint}",
+                              UserWarning, stacklevel=2)
+    return names
+
+
 def backend_preference():
     """Current backend preference order (context, environment, default)."""
-    env = [b.strip() for b in os.environ.get("CYCONV_BACKEND", "").split(",") if b.strip()]
-    order = list(_context_backends.get()) + env + list(BUILTIN_BACKENDS)
+    order = list(_context_backends.get()) + _environment_backends() + list(BUILTIN_BACKENDS)
     return list(dict.fromkeys(order))
 
 

@@ -125,15 +125,22 @@ def _same_padding(in_size, k, stride, dilation):
     return (total // 2, total - total // 2)
 
 
+def padding_keyword(padding):
+    """``"same"``/``"valid"`` for those strings in any case (Keras/TF write ``"SAME"``), else None."""
+    if isinstance(padding, str) and padding.lower() in ("same", "valid"):
+        return padding.lower()
+    return None
+
+
 def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
     """Resolve any accepted padding spelling to ``((top, bottom), (left, right))``.
 
     Parameters
     ----------
     padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same"
-        ``"same"`` keeps ``out = ceil(in / stride)`` (TensorFlow's rule; with
-        stride 1 the output equals the input), putting any odd extra padding at
-        the bottom/right.
+        The two strings in any case (``"SAME"``).  ``"same"`` keeps
+        ``out = ceil(in / stride)`` (TensorFlow's rule; with stride 1 the output
+        equals the input), putting any odd extra padding at the bottom/right.
     input_size, kernel_size, stride, dilation : int or pair
 
     Returns
@@ -151,9 +158,10 @@ def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
     strides = as_pair(stride, "stride")
     dilations = as_pair(dilation, "dilation")
     if isinstance(padding, str):
-        if padding == "valid":
+        keyword = padding_keyword(padding)
+        if keyword == "valid":
             return ((0, 0), (0, 0))
-        if padding == "same":
+        if keyword == "same":
             size = as_pair(input_size, "input_size")
             return tuple(_same_padding(size[i], kernel[i], strides[i], dilations[i]) for i in range(2))
         raise ValueError(f"padding must be an int, a pair, ((top, bottom), (left, right)), "
@@ -187,7 +195,7 @@ def validate_window_options(kernel_size, stride, padding, dilation, *, pool=Fals
     kernel = as_pair(kernel_size, "kernel_size")
     as_pair(stride, "stride")
     as_pair(dilation, "dilation")
-    if isinstance(padding, str) and padding in ("same", "valid"):
+    if padding_keyword(padding) is not None:
         return
     pads = normalize_padding(padding, kernel, kernel)
     if pool:
@@ -253,7 +261,8 @@ def _output_length(in_size, k, stride, dilation, pad_before, pad_after, rounding
     raise ShapeError(
         f"{layer}: output {dim} is not an integer: {formula} = {span / stride + 1:.2f}. "
         f"Valid alternatives: " + "; ".join(hints)
-        + f"; or pass rounding='floor' (-> {span // stride + 1}) or rounding='ceil'.")
+        + f"; or pass rounding='floor' (-> {span // stride + 1}, PyTorch's behaviour) or "
+          f"rounding='ceil' (PyTorch's ceil_mode=True).")
 
 
 def resolve_geometry(input_size, kernel_size, *, stride=1, padding=0, dilation=1,
@@ -298,7 +307,8 @@ def resolve_geometry(input_size, kernel_size, *, stride=1, padding=0, dilation=1
             raise ValueError(f"{layer}: {exc}") from None
     out = tuple(
         _output_length(size[i], kernel[i], strides[i], dilations[i], pads[i][0], pads[i][1],
-                       "floor" if padding == "same" else rounding, layer=layer, dim=_DIM_NAMES[i])
+                       "floor" if padding_keyword(padding) == "same" else rounding, layer=layer,
+                       dim=_DIM_NAMES[i])
         for i in range(2))
     return Geometry(in_h=size[0], in_w=size[1], kernel_h=kernel[0], kernel_w=kernel[1],
                     stride_h=strides[0], stride_w=strides[1],

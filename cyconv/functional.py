@@ -1,5 +1,13 @@
 """Stateless operations on NCHW batches (float32 or float64, dtype preserved).
 
+Signatures follow PyTorch's ``torch.nn.functional``: the same positional order
+and keyword names (``conv2d(input, weight, bias=None, stride=1, padding=0,
+dilation=1, groups=1)``), so code written for PyTorch passes its arguments
+unchanged.  cyconv's own options (``rounding``, ``backend``, ``n_threads``,
+``algorithm``) are keyword-only, and cyconv's short names ``x``, ``w``, ``b``
+and ``dy`` are accepted as keyword aliases of ``input``, ``weight``, ``bias``
+and ``grad_output`` (giving both is an error).
+
 Every function validates and normalises its inputs once, resolves the window
 geometry with :func:`cyconv.resolve_geometry` (the shape rule), and then
 dispatches through the layer registry to a backend's kernels: ``backend=None``
@@ -10,12 +18,23 @@ read-only and big-endian arrays are accepted (copied once when needed).
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 
 from ._registry import get_layer
 from ._shapes import as_pair, check_rounding, resolve_geometry, winograd_serves
 from ._threads import resolve_num_threads
-from ._validation import as_float_array, check_nonempty, check_positive_int, check_shape
+from ._validation import (
+    FLOAT_DTYPES,
+    as_float_array,
+    channels_last_hint,
+    check_nonempty,
+    check_positive_int,
+    check_shape,
+    converted_dtype_message,
+)
 
 __all__ = [
     "conv2d",
@@ -25,6 +44,36 @@ __all__ = [
     "avg_pool2d",
     "avg_pool2d_backward",
 ]
+
+
+# -- argument names ---------------------------------------------------------------
+
+def _short_names(**aliases):
+    """Accept cyconv's short names (``x=``) for PyTorch-named parameters (``input``).
+
+    ``aliases`` maps alias -> parameter.  The signature (``help()``,
+    ``inspect.signature``) shows the PyTorch names; giving a parameter both
+    ways raises ``TypeError`` naming the two.
+    """
+    def decorate(func):
+        names = list(inspect.signature(func).parameters)
+        position = {alias: names.index(name) for alias, name in aliases.items()}
+
+        @functools.wraps(func)
+        def wrapper(*args, **kwargs):
+            if kwargs and not aliases.keys().isdisjoint(kwargs):
+                for alias, name in aliases.items():
+                    if alias not in kwargs:
+                        continue
+                    if name in kwargs or len(args) > position[alias]:
+                        raise TypeError(f"{func.__name__}() got {name!r} and its alias "
+                                        f"{alias!r}: pass one of them")
+                    kwargs[name] = kwargs.pop(alias)
+            return func(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 # -- shared preparation (also used by the layer classes) ----------------------
@@ -37,7 +86,13 @@ def _check_input(x, name="x"):
 
 def prepare_conv(x, w, b, *, stride, padding, dilation, groups, rounding, layer="conv2d"):
     """Validate a convolution's arrays and resolve its geometry."""
+    given = x
     x = _check_input(x)
+    if (not isinstance(given, np.ndarray) and isinstance(w, np.ndarray)
+            and w.dtype.newbyteorder("=") in FLOAT_DTYPES
+            and w.dtype.newbyteorder("=") != x.dtype):
+        # the list's float64 is no choice of the caller's: name x, not w
+        raise TypeError(converted_dtype_message("x", given, x.dtype, "w", w.dtype))
     w = as_float_array(w, "w", ndim=4, dtype=x.dtype)
     check_nonempty(w, "w")
     groups = check_positive_int(groups, "groups")
@@ -50,7 +105,8 @@ def prepare_conv(x, w, b, *, stride, padding, dilation, groups, rounding, layer=
     if c_per_group * groups != c:
         raise ValueError(f"channel mismatch: x has C={c} channels but w.shape[1]*groups = "
                          f"{c_per_group}*{groups} = {c_per_group * groups}; w must have shape "
-                         f"(OC, C/groups, KH, KW) = ({oc}, {c // groups}, {kh}, {kw})")
+                         f"(OC, C/groups, KH, KW) = ({oc}, {c // groups}, {kh}, {kw})"
+                         + channels_last_hint(x.shape, c_per_group * groups))
     if b is not None:
         b = as_float_array(b, "b", ndim=1, dtype=x.dtype)
         check_shape(b, (oc,), "b")
@@ -124,15 +180,22 @@ def conv_algorithm_options(algorithm, geom, kernels):
 
 # -- convolution ---------------------------------------------------------------
 
-def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, rounding="exact",
-           backend=None, n_threads=None, algorithm="auto"):
+@_short_names(x="input", w="weight", b="bias")
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+           rounding="exact", backend=None, n_threads=None, algorithm="auto"):
     """2-D convolution (cross-correlation, as in every deep-learning library).
+
+    The arguments are PyTorch's (``torch.nn.functional.conv2d``), in its
+    order; ``x=``, ``w=`` and ``b=`` are accepted for ``input``, ``weight``
+    and ``bias``.
 
     Parameters
     ----------
-    x : ndarray, shape (N, C, H, W), float32 or float64
-    w : ndarray, shape (OC, C // groups, KH, KW), same dtype as ``x``
-    b : ndarray, shape (OC,), optional
+    input : ndarray, shape (N, C, H, W), float32 or float64 (alias ``x``)
+        A list or other array-like is converted, with the dtype of ``weight``
+        when that is a float array.
+    weight : ndarray, shape (OC, C // groups, KH, KW), same dtype as ``input`` (alias ``w``)
+    bias : ndarray, shape (OC,), optional (alias ``b``)
     stride, dilation : int or (int, int)
     padding : int, (ph, pw), ((top, bottom), (left, right)), "valid" or "same"
     groups : int
@@ -140,7 +203,8 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, rounding=
         (``groups == C`` is a depthwise convolution).
     rounding : {"exact", "floor", "ceil"}
         How a non-integer output size is handled; "exact" raises
-        :class:`cyconv.ShapeError` explaining the shape rule.
+        :class:`cyconv.ShapeError` explaining the shape rule; "floor" is
+        PyTorch's behaviour.
     backend : str, optional
         ``"cython"``, ``"numpy"`` or a plugin backend; None follows the
         preference order.
@@ -171,23 +235,24 @@ def conv2d(x, w, b=None, *, stride=1, padding=0, dilation=1, groups=1, rounding=
     >>> cyconv.conv2d(x, w, padding=1).shape
     (1, 1, 4, 4)
     """
-    x, w, b, groups, geom = prepare_conv(x, w, b, stride=stride, padding=padding,
+    x, w, b, groups, geom = prepare_conv(input, weight, bias, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, rounding=rounding)
     kernels = _kernels("Conv2D", backend)
     return kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(n_threads),
                                   **conv_algorithm_options(algorithm, geom, kernels))
 
 
-def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, rounding="exact",
-                    backend=None, n_threads=None, algorithm="auto"):
+@_short_names(dy="grad_output", x="input", w="weight")
+def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    rounding="exact", backend=None, n_threads=None, algorithm="auto"):
     """Gradients of :func:`conv2d`.
 
     Parameters
     ----------
-    dy : ndarray, shape (N, OC, OH, OW)
+    grad_output : ndarray, shape (N, OC, OH, OW) (alias ``dy``)
         Gradient of the loss with respect to the convolution's output.
-    x, w, stride, padding, dilation, groups, rounding, backend, n_threads, algorithm
-        As passed to :func:`conv2d`.
+    input, weight, stride, padding, dilation, groups, rounding, backend, n_threads, algorithm
+        As passed to :func:`conv2d` (aliases ``x``, ``w``).
 
     Returns
     -------
@@ -205,9 +270,9 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, roun
     >>> float(db[0])
     4.0
     """
-    x, w, _, groups, geom = prepare_conv(x, w, None, stride=stride, padding=padding,
+    x, w, _, groups, geom = prepare_conv(input, weight, None, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, rounding=rounding)
-    dy = check_grad_output(dy, x, w.shape[0], geom)
+    dy = check_grad_output(grad_output, x, w.shape[0], geom)
     kernels = _kernels("Conv2D", backend)
     return kernels.conv2d_backward(dy, x, w, geom, groups, resolve_num_threads(n_threads),
                                    **conv_algorithm_options(algorithm, geom, kernels))
@@ -215,25 +280,32 @@ def conv2d_backward(dy, x, w, *, stride=1, padding=0, dilation=1, groups=1, roun
 
 # -- pooling -------------------------------------------------------------------
 
-def max_pool2d(x, kernel_size, *, stride=None, padding=0, dilation=1, rounding="exact",
-               ceil_mode=False, return_indices=False, backend=None, n_threads=None):
+@_short_names(x="input")
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False, *, rounding="exact", backend=None, n_threads=None):
     """2-D max pooling.
+
+    The arguments are PyTorch's (``torch.nn.functional.max_pool2d``), in its
+    order; ``x=`` is accepted for ``input``.
 
     Parameters
     ----------
-    x : ndarray, shape (N, C, H, W), float32 or float64
+    input : ndarray, shape (N, C, H, W), float32 or float64 (alias ``x``)
     kernel_size : int or (int, int)
     stride : int or (int, int), optional
         Defaults to ``kernel_size``.
     padding : int, pair, per-side pairs, "valid" or "same"
         Padded positions hold ``-inf``; at most half the kernel per side.
     dilation : int or (int, int)
-    rounding : {"exact", "floor", "ceil"}
     ceil_mode : bool
         PyTorch's alias for ``rounding="ceil"``.
     return_indices : bool
         Also return the flat index ``h * W + w`` of each maximum in its
         (n, c) plane (int64), as PyTorch does.
+    rounding : {"exact", "floor", "ceil"}
+        As in :func:`conv2d` ("floor" is PyTorch's default behaviour).
+    backend, n_threads
+        As in :func:`conv2d`.
 
     Returns
     -------
@@ -252,28 +324,34 @@ def max_pool2d(x, kernel_size, *, stride=None, padding=0, dilation=1, rounding="
     array([[ 5.,  7.],
            [13., 15.]])
     """
-    x, geom = prepare_pool(x, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                           rounding=rounding, ceil_mode=ceil_mode, layer="max_pool2d")
+    x, geom = prepare_pool(input, kernel_size, stride=stride, padding=padding,
+                           dilation=dilation, rounding=rounding, ceil_mode=ceil_mode,
+                           layer="max_pool2d")
     kernels = _kernels("MaxPool2D", backend)
     y, indices = kernels.max_pool2d_forward(x, geom, resolve_num_threads(n_threads))
     return (y, indices) if return_indices else y
 
 
-def max_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, dilation=1,
-                        rounding="exact", ceil_mode=False, indices=None, backend=None,
+@_short_names(dy="grad_output", x="input")
+def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False, *, indices=None, rounding="exact", backend=None,
                         n_threads=None):
-    """Gradient of :func:`max_pool2d` with respect to ``x``.
+    """Gradient of :func:`max_pool2d` with respect to ``input``.
 
-    ``indices`` (from ``return_indices=True``) skips recomputing the argmax;
-    they are checked to lie inside the input plane.
+    ``grad_output`` (alias ``dy``) is the gradient with respect to the
+    pooling's output; the other arguments are as passed to :func:`max_pool2d`
+    (alias ``x`` for ``input``).  ``indices`` (from ``return_indices=True``)
+    skips recomputing the argmax; they are checked to lie inside the input
+    plane.
 
     Returns
     -------
     dx : ndarray, shape of ``x``
     """
-    x, geom = prepare_pool(x, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                           rounding=rounding, ceil_mode=ceil_mode, layer="max_pool2d")
-    dy = check_grad_output(dy, x, x.shape[1], geom)
+    x, geom = prepare_pool(input, kernel_size, stride=stride, padding=padding,
+                           dilation=dilation, rounding=rounding, ceil_mode=ceil_mode,
+                           layer="max_pool2d")
+    dy = check_grad_output(grad_output, x, x.shape[1], geom)
     kernels = _kernels("MaxPool2D", backend)
     threads = resolve_num_threads(n_threads)
     if indices is None:
@@ -294,19 +372,26 @@ def _check_indices(indices, shape, plane_size):
     return np.ascontiguousarray(indices, dtype=np.int64)
 
 
-def avg_pool2d(x, kernel_size, *, stride=None, padding=0, rounding="exact", ceil_mode=False,
-               count_include_pad=True, divisor_override=None, backend=None, n_threads=None):
+@_short_names(x="input")
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None, *, rounding="exact", backend=None,
+               n_threads=None):
     """2-D average pooling.
+
+    The arguments are PyTorch's (``torch.nn.functional.avg_pool2d``), in its
+    order; ``x=`` is accepted for ``input``.
 
     Parameters
     ----------
-    x : ndarray, shape (N, C, H, W), float32 or float64
-    kernel_size, stride, padding, rounding, ceil_mode
+    input : ndarray, shape (N, C, H, W), float32 or float64 (alias ``x``)
+    kernel_size, stride, padding, ceil_mode
         As in :func:`max_pool2d` (padding is zero here).
     count_include_pad : bool
         Count padded positions in the divisor (PyTorch's default).
     divisor_override : int, optional
         Divide every window sum by this instead.
+    rounding, backend, n_threads
+        As in :func:`max_pool2d`.
 
     Returns
     -------
@@ -319,7 +404,7 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, rounding="exact", ceil
     array([[ 2.5,  4.5],
            [10.5, 12.5]])
     """
-    x, geom = prepare_pool(x, kernel_size, stride=stride, padding=padding, dilation=1,
+    x, geom = prepare_pool(input, kernel_size, stride=stride, padding=padding, dilation=1,
                            rounding=rounding, ceil_mode=ceil_mode, layer="avg_pool2d")
     count_include_pad, divisor_override = check_avg_options(count_include_pad, divisor_override)
     kernels = _kernels("AvgPool2D", backend)
@@ -327,19 +412,24 @@ def avg_pool2d(x, kernel_size, *, stride=None, padding=0, rounding="exact", ceil
                                       resolve_num_threads(n_threads))
 
 
-def avg_pool2d_backward(dy, x, kernel_size, *, stride=None, padding=0, rounding="exact",
-                        ceil_mode=False, count_include_pad=True, divisor_override=None,
-                        backend=None, n_threads=None):
-    """Gradient of :func:`avg_pool2d` with respect to ``x``.
+@_short_names(dy="grad_output", x="input")
+def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
+                        ceil_mode=False, count_include_pad=True, divisor_override=None, *,
+                        rounding="exact", backend=None, n_threads=None):
+    """Gradient of :func:`avg_pool2d` with respect to ``input``.
+
+    ``grad_output`` (alias ``dy``) is the gradient with respect to the
+    pooling's output; the other arguments are as passed to :func:`avg_pool2d`
+    (alias ``x`` for ``input``).
 
     Returns
     -------
     dx : ndarray, shape of ``x``
     """
-    x, geom = prepare_pool(x, kernel_size, stride=stride, padding=padding, dilation=1,
+    x, geom = prepare_pool(input, kernel_size, stride=stride, padding=padding, dilation=1,
                            rounding=rounding, ceil_mode=ceil_mode, layer="avg_pool2d")
     count_include_pad, divisor_override = check_avg_options(count_include_pad, divisor_override)
-    dy = check_grad_output(dy, x, x.shape[1], geom)
+    dy = check_grad_output(grad_output, x, x.shape[1], geom)
     kernels = _kernels("AvgPool2D", backend)
     return kernels.avg_pool2d_backward(dy, x.shape, geom, count_include_pad, divisor_override,
                                        resolve_num_threads(n_threads))

@@ -15,6 +15,7 @@ fast one and ``Conv2D(30, 5, backend="numpy")`` the reference.
 
 from __future__ import annotations
 
+import inspect
 import numbers
 
 import numpy as np
@@ -23,7 +24,7 @@ from . import functional as F
 from ._registry import REGISTRY, get_layer
 from ._shapes import as_pair, check_rounding, resolve_geometry, validate_window_options
 from ._threads import resolve_num_threads
-from ._validation import as_float_array, check_positive_int, check_shape
+from ._validation import as_float_array, channels_last_hint, check_positive_int, check_shape
 from .backends import numpy_backend
 
 __all__ = [
@@ -37,6 +38,42 @@ COMPILED_LAYER_NAMES = ("Conv2D", "MaxPool2D", "AvgPool2D")
 
 class ForwardNotCalledError(RuntimeError, AttributeError):
     """``backward()`` was called on a layer before any ``forward()``."""
+
+
+def _is_default(value, default):
+    if value is default:
+        return True
+    if isinstance(value, np.dtype):
+        try:
+            return value == np.dtype(default)
+        except TypeError:
+            return False
+    return type(value) is type(default) and value == default
+
+
+def settings_repr(obj, args=(), essentials=None, options=None, init=None):
+    """``Name(arg, key=value, ...)`` in scikit-learn's style.
+
+    ``args`` are shown positionally and ``essentials`` always; ``options``
+    only where they differ from the default of ``init``'s signature (the
+    class's ``__init__`` unless given).
+    """
+    init = init or type(obj).__init__
+    defaults = {name: param.default for name, param in inspect.signature(init).parameters.items()}
+    parts = [repr(a) for a in args]
+    parts += [f"{key}={_settings_value(value)}" for key, value in (essentials or {}).items()]
+    parts += [f"{key}={_settings_value(value)}" for key, value in (options or {}).items()
+              if not _is_default(value, defaults.get(key, inspect.Parameter.empty))]
+    return f"{type(obj).__name__}({', '.join(parts)})"
+
+
+def _settings_value(value):
+    return repr(value.name) if isinstance(value, np.dtype) else repr(value)
+
+
+def _seed_only(rng):
+    """An int seed is a setting worth showing; a Generator (no readable repr) is not."""
+    return rng if isinstance(rng, numbers.Integral) else None
 
 
 def init_weights(shape, fan_in, weight_init, rng, dtype):
@@ -145,8 +182,17 @@ class Layer:
         """
         self.backward(dout)
 
+    def __call__(self, *args, **kwargs):
+        """``layer(x)`` is ``layer.forward(x)`` (``loss_layer(x, t)`` for a loss)."""
+        return self.forward(*args, **kwargs)
+
+    def _repr_settings(self):
+        """``(positional, always shown, shown when not the default)`` for the repr."""
+        return (), {}, {}
+
     def __repr__(self):
-        return f"{type(self).__name__}(backend={self.backend!r})"
+        args, essentials, options = self._repr_settings()
+        return settings_repr(self, args, essentials, dict(options, backend=self.backend))
 
     def __getnewargs_ex__(self):
         # Unpickling calls __new__ on the concrete class: no backend dispatch.
@@ -239,12 +285,21 @@ class Conv2D(Layer):
             self.in_channels = channels
         elif channels != self.in_channels:
             raise ValueError(f"{self.name}: input has {channels} channels but W expects "
-                             f"{self.in_channels} (W.shape[1]*groups)")
+                             f"{self.in_channels} (W.shape[1]*groups)"
+                             + channels_last_hint(input_shape, self.in_channels,
+                                                  batch_axis=False))
         return self.output_shape(input_shape)
 
     def _options(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     groups=self.groups, rounding=self.rounding)
+
+    def _repr_settings(self):
+        return ((self.out_channels,),
+                dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding),
+                dict(dilation=self.dilation, groups=self.groups, bias=self.bias,
+                     rounding=self.rounding, algorithm=self.algorithm,
+                     weight_init=self.weight_init, rng=_seed_only(self.rng)))
 
     def forward(self, x, train=True):
         if "W" not in self.params:
@@ -304,6 +359,10 @@ class MaxPool2D(Layer):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation,
                     rounding=self.rounding, ceil_mode=False)
 
+    def _repr_settings(self):
+        return ((), dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding),
+                dict(dilation=self.dilation, rounding=self.rounding))
+
     def output_shape(self, input_shape):
         geom = resolve_geometry(input_shape[1:], self.kernel_size, stride=self.stride,
                                 padding=self.padding, dilation=self.dilation,
@@ -347,6 +406,11 @@ class AvgPool2D(Layer):
         validate_window_options(self.kernel_size, self.stride, padding, 1, pool=True)
         self.count_include_pad, self.divisor_override = F.check_avg_options(
             count_include_pad, divisor_override)
+
+    def _repr_settings(self):
+        return ((), dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding),
+                dict(rounding=self.rounding, count_include_pad=self.count_include_pad,
+                     divisor_override=self.divisor_override))
 
     def output_shape(self, input_shape):
         geom = resolve_geometry(input_shape[1:], self.kernel_size, stride=self.stride,
@@ -395,6 +459,10 @@ class Affine(Layer):
         self.out_features = check_positive_int(out_features, "out_features")
         self.bias = bias if W is None else b is not None
         self.weight_init, self.rng = weight_init, rng
+
+    def _repr_settings(self):
+        return ((self.out_features,), {},
+                dict(bias=self.bias, weight_init=self.weight_init, rng=_seed_only(self.rng)))
 
     def output_shape(self, input_shape):
         return (self.out_features,)
@@ -505,6 +573,9 @@ class Dropout(Layer):
         self.ratio = float(ratio)
         self.rng = np.random.default_rng(rng)
 
+    def _repr_settings(self):
+        return (self.ratio,), {}, {}
+
     def forward(self, x, train=True):
         x = as_float_array(x, "x")
         self._shape = x.shape
@@ -550,8 +621,17 @@ class BatchNorm(Layer):
             num_features, "num_features")
         self.running_mean, self.running_var = running_mean, running_var
 
+    def _repr_settings(self):
+        return (() if self.num_features is None else (self.num_features,), {},
+                dict(momentum=self.momentum, eps=self.eps))
+
     def build(self, input_shape, *, dtype=np.float64, rng=None):
         features = input_shape[0]
+        if "gamma" not in self.params and self.num_features not in (None, features):
+            raise ValueError(f"BatchNorm: input has {features} features/channels, "
+                             f"num_features is {self.num_features}"
+                             + channels_last_hint(input_shape, self.num_features,
+                                                  batch_axis=False))
         if "gamma" not in self.params:
             self.num_features = features
             self.params["gamma"] = np.ones(features, dtype=dtype)
@@ -582,7 +662,8 @@ class BatchNorm(Layer):
         flat = self._as_2d(x)
         if flat.shape[1] != self.num_features:
             raise ValueError(f"BatchNorm: x has {flat.shape[1]} features/channels, "
-                             f"expected {self.num_features}")
+                             f"expected {self.num_features}"
+                             + channels_last_hint(x.shape, self.num_features))
         if self.running_mean is None:
             self.running_mean = np.zeros(self.num_features, dtype=x.dtype)
             self.running_var = np.ones(self.num_features, dtype=x.dtype)

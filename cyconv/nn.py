@@ -40,6 +40,7 @@ import zlib
 import numpy as np
 
 from ._shapes import ShapeError
+from ._validation import _channels, channels_last_hint
 from .layers import (
     Affine,
     Conv2D,
@@ -48,6 +49,7 @@ from .layers import (
     MaxPool2D,
     ReLU,
     SoftmaxWithLoss,
+    settings_repr,
 )
 
 __all__ = ["DeepConvNet", "Sequential", "SimpleConvNet"]
@@ -63,6 +65,30 @@ def _strip_layer_prefix(message, layer):
 
 def _layer_label(layer):
     return layer.name or type(layer).__name__
+
+
+#: Channel counts of images (grey, RGB, RGBA) for the channels-last check.
+IMAGE_CHANNELS = (1, 3, 4)
+
+
+def _refuse_channels_last(layers, input_shape):
+    """Refuse an ``(H, W, C)`` input shape for a network that starts with a convolution.
+
+    The rule: a 3-entry ``input_shape`` whose last entry is 1, 3 or 4 (an
+    image's channels) while the first is larger than 4, when the first layer
+    that changes shapes is a :class:`Conv2D` with no weights given (it would
+    silently take the first entry as its input channels) and a kernel wider
+    than 1 (a ``(k, 1)`` kernel over ``(C, L, 1)`` is a 1-D convolution, which
+    is legitimate).
+    """
+    first = next((layer for layer in layers if not layer.shape_preserving), None)
+    if (len(input_shape) == 3 and input_shape[-1] in IMAGE_CHANNELS and input_shape[0] > 4
+            and isinstance(first, Conv2D) and first.in_channels is None
+            and first.kernel_size[1] > 1):
+        h, w, c = input_shape
+        raise ValueError(f"input_shape={input_shape} looks channels-last (H, W, C) with "
+                         f"{_channels(c)}, and cyconv is channels-first (C, H, W): pass "
+                         f"input_shape={(c, h, w)} and x.transpose(0, 3, 1, 2) for the data")
 
 
 class Sequential:
@@ -121,6 +147,7 @@ class Sequential:
                             f"got {input_shape!r}") from None
         if not self.input_shape or min(self.input_shape) < 1:
             raise ValueError(f"input_shape must hold positive sizes, got {input_shape!r}")
+        _refuse_channels_last(layers, self.input_shape)
         self.weight_init = weight_init
         self.seed = seed
         self.last_loss = None
@@ -172,7 +199,8 @@ class Sequential:
         x = np.asarray(x)
         if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"input of shape {x.shape} does not match the network's input shape "
-                             f"(N, {', '.join(map(str, self.input_shape))})")
+                             f"(N, {', '.join(map(str, self.input_shape))})"
+                             + channels_last_hint(x.shape, self.input_shape[0]))
         if x.dtype != self.dtype:
             x = x.astype(self.dtype)
         return x
@@ -225,6 +253,10 @@ class Sequential:
                     f"{cls.__module__}.{cls.__qualname__}) returned per-sample shape {got}, but "
                     f"its output_shape() promised {expected}: the layer is inconsistent")
         return x
+
+    def __call__(self, x, train=False):
+        """``net(x)`` is ``net.predict(x)``: the class scores."""
+        return self.predict(x, train=train)
 
     def _inference_copy(self):
         """A copy over the same weight arrays, without any forward/backward state.
@@ -328,8 +360,18 @@ class Sequential:
         return text
 
     def __repr__(self):
-        inner = ", ".join(_layer_label(layer) for layer in self.layers)
-        return f"{type(self).__name__}([{inner}], input_shape={self.input_shape})"
+        head = settings_repr(self, (), dict(input_shape=self.input_shape),
+                             dict(dtype=self.dtype, weight_init=self.weight_init, seed=self.seed),
+                             init=Sequential.__init__)
+        settings = head[len(type(self).__name__) + 1:-1]
+        layers = [repr(layer) for layer in self.layers]
+        if self.loss_layer.backend != "numpy" or type(self.loss_layer) is not SoftmaxWithLoss:
+            layers.append(repr(self.loss_layer))  # not the one appended by default
+        one_line = f"{type(self).__name__}([{', '.join(layers)}], {settings})"
+        if len(one_line) <= 88:
+            return one_line
+        inner = "".join(f"    {text},\n" for text in layers)
+        return f"{type(self).__name__}([\n{inner}], {settings})"
 
     # -- persistence ------------------------------------------------------------
     def save_params(self, path):
@@ -509,6 +551,9 @@ class SimpleConvNet(Sequential):
 
     def __init__(self, input_shape=(1, 28, 28), conv=None, hidden=100, classes=10, *,
                  weight_init=0.01, dtype=np.float64, seed=None, backend=None):
+        self._settings = dict(conv=conv, hidden=hidden, classes=classes,
+                              weight_init=weight_init, dtype=np.dtype(dtype), seed=seed,
+                              backend=backend)
         conv = dict(conv or {})
         filters = _conv_option(conv, "filters", "filter_num", default=30)
         size = _conv_option(conv, "size", "filter_size", default=5)
@@ -523,6 +568,9 @@ class SimpleConvNet(Sequential):
             Affine(classes),
         ]
         super().__init__(layers, input_shape, dtype=dtype, weight_init=weight_init, seed=seed)
+
+    def __repr__(self):
+        return settings_repr(self, (), dict(input_shape=self.input_shape), self._settings)
 
 
 class DeepConvNet(Sequential):
@@ -539,6 +587,9 @@ class DeepConvNet(Sequential):
 
     def __init__(self, input_shape=(1, 28, 28), hidden=50, classes=10, *, dropout=0.5,
                  weight_init="he", dtype=np.float64, seed=None, backend=None):
+        self._settings = dict(hidden=hidden, classes=classes, dropout=dropout,
+                              weight_init=weight_init, dtype=np.dtype(dtype), seed=seed,
+                              backend=backend)
         layers = []
         for filters, pad, pool in ((16, 1, False), (16, 1, True), (32, 1, False),
                                    (32, 2, True), (64, 1, False), (64, 1, True)):
@@ -547,3 +598,6 @@ class DeepConvNet(Sequential):
                 layers.append(MaxPool2D(2, 2, rounding="floor", backend=backend))
         layers += [Affine(hidden), ReLU(), Dropout(dropout), Affine(classes), Dropout(dropout)]
         super().__init__(layers, input_shape, dtype=dtype, weight_init=weight_init, seed=seed)
+
+    def __repr__(self):
+        return settings_repr(self, (), dict(input_shape=self.input_shape), self._settings)

@@ -17,7 +17,9 @@ these choices:
   :meth:`Trainer.train` returns normally with ``interrupted=True``.
 
 The progress bar is tqdm's when tqdm is installed (``pip install
-"cyconv[demo]"``) and plain one-line-per-epoch prints otherwise.
+"cyconv[demo]"``) and the output is a terminal or a Jupyter notebook; otherwise
+(no tqdm, or output to a file or a pipe, such as a log) it is one plain line per
+epoch, so a log never fills with redrawn bars.
 """
 
 from __future__ import annotations
@@ -63,12 +65,32 @@ class History:
                 "interrupted": self.interrupted}
 
 
+def count_noun(n, noun):
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _tqdm():
     try:
         from tqdm.auto import tqdm
     except ImportError:
         return None
     return tqdm
+
+
+def _shows_a_bar(tqdm, stream):
+    """A live bar only where it redraws in place: a terminal or Jupyter's widget.
+
+    (tqdm's own ``disable=None`` would also switch the notebook widget off,
+    since a notebook's streams are not terminals.)
+    """
+    isatty = getattr(stream, "isatty", None)
+    try:
+        if isatty is not None and isatty():
+            return True
+    except ValueError:  # a closed stream
+        return False
+    return any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
 
 
 def _labels(t):
@@ -96,7 +118,8 @@ class Trainer:
     seed : int or None
         Seeds the shuffling.
     progress : bool
-        Show a progress bar (tqdm) or per-epoch lines; ``False`` is silent.
+        Show a progress bar (tqdm, on a terminal or in a notebook) or one line
+        per epoch (elsewhere, e.g. a log file); ``False`` is silent.
     eval_batch_size : int
         Batch size of the evaluation passes.
     callback : callable, optional
@@ -173,14 +196,17 @@ class Trainer:
     def _on_interrupt(self):
         """Ctrl-C: keep what was reached (return) or give up (raise)."""
         self.history.interrupted = True
-        self._say(None, f"interrupted after {self.history.epochs} complete epoch(s) and "
-                        f"{self.history.steps} steps; the parameters reached so far are kept")
+        self._say(None, f"interrupted after {count_noun(self.history.epochs, 'complete epoch')} "
+                        f"and {count_noun(self.history.steps, 'step')}; the parameters reached "
+                        f"so far are kept")
 
     def train(self):
         """Run the epochs; return the :class:`History` (also in ``self.history``)."""
         history = self.history
         n = len(self.x_train)
         tqdm = _tqdm() if self.progress else None
+        if tqdm is not None and not _shows_a_bar(tqdm, self.file or sys.stderr):
+            tqdm = None
         labels = _labels(self.t_train)
         try:
             for epoch in range(1, self.epochs + 1):

@@ -158,3 +158,39 @@ def test_demo_quick(tmp_path):
         assert (tmp_path / "plots" / "cyconv-demo-filters.png").exists()
     else:
         assert "matplotlib is not installed" in out
+
+
+def test_version():
+    import cyconv
+
+    result = cli("--version")
+    assert result.returncode == 0 and result.stdout.strip() == f"cyconv {cyconv.__version__}"
+
+
+def test_help_shows_the_defaults():
+    train = cli("train", "--help").stdout
+    for text in ("training epochs (default: 10)", "mini-batch size (default: 100)",
+                 "(default: adam)", "(default: float32)", "(default: digits)"):
+        assert text in " ".join(train.split()), text
+    demo = " ".join(cli("demo", "--help").stdout.split())
+    assert "(default: 20)" in demo and "(default: 0.002)" in demo and "(default: 1)" in demo
+    for text in (train, demo):
+        assert "(default: None)" not in text and "(default: False)" not in text
+
+
+def test_one_epoch_is_singular_and_a_log_gets_one_line_per_epoch(tmp_path):
+    pytest.importorskip("sklearn")
+    common = ["train", "--data", "digits", "--batch-size", "100", "--train-size", "200",
+              "--test-size", "50", "--threads", "1"]
+    one = cli(*common, "--epochs", "1", "--quiet")
+    assert one.returncode == 0, one.stderr
+    assert "1 epoch," in one.stdout and "after 1 epoch;" in one.stdout
+    assert "1 epochs" not in one.stdout
+    # stderr is a pipe here, as when output goes to a log: no redrawn bars
+    two = cli(*common, "--epochs", "2")
+    assert two.returncode == 0, two.stderr
+    assert "2 epochs," in two.stdout
+    lines = two.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines if line.startswith("epoch")] == [
+        "epoch 1/2", "epoch 2/2"]
+    assert "\r" not in two.stderr and "img/s" not in two.stderr

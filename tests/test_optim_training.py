@@ -405,6 +405,31 @@ def test_progress_output_plain_and_tqdm(monkeypatch):
     assert "epoch 1/1" in out.getvalue()
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_a_live_bar_only_on_a_terminal_or_in_a_notebook():
+    tqdm = pytest.importorskip("tqdm")
+    from cyconv import training
+
+    x, t = toy_data()
+    log = io.StringIO()  # a file or a pipe: one plain line per epoch
+    Trainer(toy_net(), x[:200], t[:200], x[200:], t[200:], epochs=2, batch_size=50, seed=0,
+            progress=True, file=log).train()
+    assert "\r" not in log.getvalue()
+    assert [line.split(":")[0] for line in log.getvalue().splitlines()] == ["epoch 1/2",
+                                                                         "epoch 2/2"]
+    terminal = _Terminal()
+    Trainer(toy_net(), x[:200], t[:200], x[200:], t[200:], epochs=1, batch_size=50, seed=0,
+            progress=True, file=terminal).train()
+    assert "\r" in terminal.getvalue() and "img" in terminal.getvalue()
+    notebook = type("tqdm_notebook", (tqdm.std.tqdm,), {"__module__": "tqdm.notebook"})
+    assert training._shows_a_bar(notebook, io.StringIO())
+    assert not training._shows_a_bar(tqdm.std.tqdm, io.StringIO())
+
+
 def test_trainer_argument_errors():
     x, t = toy_data(20)
     with pytest.raises(ValueError, match="samples"):

@@ -168,7 +168,7 @@ def test_zero_input_size_is_shape_error():
 _PAD_HINT = re.compile(r"padding (\d+) \(-> (\d+)\)(?: or (\d+) \(-> (\d+)\))?")
 _STRIDE_HINT = re.compile(r"stride (\d+) \(-> (\d+)\)(?: or (\d+) \(-> (\d+)\))?")
 _SIZE_HINT = re.compile(r"input size (-?\d+)(?: or (-?\d+))?")
-_FLOOR_HINT = re.compile(r"rounding='floor' \(-> (\d+)\)")
+_FLOOR_HINT = re.compile(r"rounding='floor' \(-> (\d+), PyTorch's behaviour\)")
 
 
 @settings(max_examples=200)

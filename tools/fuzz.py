@@ -726,6 +726,12 @@ def expectation(spec):
     pool_kw = {"_pool": not conv}
     if conv:
         wa = a["w"]
+        wdt = np.dtype(wa.get("dtype", "f8")).newbyteorder("=")
+        x_is_list = (x["kind"] == "array" and x["layout"] == "list"
+                     and np.dtype(x["dtype"]) == np.dtype("=f8"))  # see build_array
+        if (x_is_list and wa["kind"] != "literal" and wdt in (np.dtype("f4"), np.dtype("f8"))
+                and wdt != dtype):
+            return _raise(["x"], ("TypeError",))  # the list's float64 is not w's dtype
         e = _arr_error(wa, "w", 4, dtype)
         if e:
             return e

@@ -42,3 +42,11 @@ are padding too.  Average pooling follows PyTorch's divisor rule: with
 extent ``[-pad_top, H + pad_bottom)``, otherwise only input elements;
 ``divisor_override`` replaces both.
 """
+
+
+class SerialBuildWarning(UserWarning):
+    """More than one thread was asked of a compiled backend built without OpenMP.
+
+    The kernels still run, on one thread; rebuild with an OpenMP runtime
+    (``libgomp``) for multithreading.  Issued once per process.
+    """

@@ -21,11 +21,14 @@ in sets it, the last out restores it) and safe against interrupts.
 from __future__ import annotations
 
 import os
+import threading
+import warnings
 
 import numpy as np
 
 from cyconv._shapes import winograd_serves
-from cyconv_ext import _blas_limit
+from cyconv.backends import SerialBuildWarning
+from cyconv_ext import _blas_limit, _openmp_helpers
 
 from .._cpu import import_kernels
 from . import _gemm_blas
@@ -64,7 +67,28 @@ _blas_guard = _blas_limit.OneBlasThread
 WORK_PER_THREAD = 1 << 16
 
 
+#: False for a build without OpenMP (the kernels then ignore their thread count).
+OPENMP_ENABLED = _openmp_helpers.openmp_enabled()
+_serial_warned = False
+
+
+def _warn_serial_build(n_threads):
+    """Say once that a serial build runs a multi-thread request on one thread.
+
+    A build's "no OpenMP" message is hidden by pip, so the run time says it.
+    """
+    global _serial_warned
+    if not _serial_warned:
+        _serial_warned = True
+        warnings.warn(f"{n_threads} threads were asked of cyconv's compiled backend, but it was "
+                      f"built without OpenMP and runs on one thread; install an OpenMP runtime "
+                      f"(e.g. libgomp) and reinstall cyconv to use more "
+                      f"(cyconv.show_config() shows 'openmp')", SerialBuildWarning, stacklevel=2)
+
+
 def _useful_threads(n_threads, work):
+    if n_threads > 1 and not OPENMP_ENABLED:
+        _warn_serial_build(n_threads)
     return int(max(1, min(int(n_threads), work // WORK_PER_THREAD)))
 
 
