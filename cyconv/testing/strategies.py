@@ -546,7 +546,7 @@ def _invalid_conv_builders():
 
     @st.composite
     def bad_padding_string(draw):
-        value = draw(st.sampled_from(["full", "SAME", "Valid", "causal", ""]))
+        value = draw(st.sampled_from(["full", "samee", "validd", "causal", ""]))
         return case((1, 1, 6, 6), (1, 1, 3, 3), ValueError, "padding", "unknown padding string",
                     padding=value)
 
