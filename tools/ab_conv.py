@@ -4,7 +4,8 @@
 
 OTHER_BUILD is another checkout built in place (``python setup.py build_ext
 --inplace``), e.g. the commit before a kernel change.  Its ``_conv`` and
-``_winograd`` extension modules are loaded under other names next to this
+``_winograd`` extension modules (of the CPU variant this process runs, when
+that build has variants) are loaded under other names next to this
 checkout's, and every conv of the benchmark runs, through the public API
 (``cyconv.functional.conv2d`` / ``conv2d_backward``, compiled backend), once
 with each module per round, in alternating order; the medians and their ratio
@@ -23,6 +24,7 @@ import time
 import numpy as np
 
 from cyconv import functional as F
+from cyconv._cpu import selected_variant
 from cyconv.backends import cython_backend as cb
 
 # (name, x shape, w shape, geometry, algorithm)
@@ -42,15 +44,22 @@ CONVS = [
 MODULES = {"gemm": "_conv", "winograd": "_winograd"}
 
 
-def load_other(directory, name):
-    paths = glob.glob(os.path.join(directory, name + ".*.so")) + \
-        glob.glob(os.path.join(directory, name + ".*.pyd"))
-    if not paths:
-        raise SystemExit(f"no built {name} extension in {directory}")
-    spec = importlib.util.spec_from_file_location(f"cyconv_ab_other.{name}", paths[0])
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def load_other(directory, kernel):
+    """The other build's module for ``kernel``, of the CPU variant this process
+    runs (``_conv_avx2``, ...), else its only build (a tree from before the
+    runtime dispatch, compiled with -march=native)."""
+    variant = selected_variant()
+    names = ([kernel] if variant == "baseline" else [f"{kernel}_{variant}"]) + [kernel]
+    for name in names:
+        paths = glob.glob(os.path.join(directory, name + ".*.so")) + \
+            glob.glob(os.path.join(directory, name + ".*.pyd"))
+        if paths:
+            spec = importlib.util.spec_from_file_location(f"cyconv_ab_other.{name}", paths[0])
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            print(f"other {kernel}: {paths[0]}")
+            return module
+    raise SystemExit(f"no built {kernel} extension in {directory}")
 
 
 def main(argv=None):

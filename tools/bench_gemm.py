@@ -32,7 +32,10 @@ for _var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from cyconv_ext import _gemm  # noqa: E402
+from cyconv._cpu import import_kernels, selected_variant  # noqa: E402
+
+# the variant this process runs (CYCONV_CPU_FEATURES=baseline|avx2|avx512 chooses)
+(_gemm,) = import_kernels("_gemm")
 
 # (name, trans_a, trans_b, m, n, k, batch, beta)
 SHAPES = [
@@ -96,7 +99,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     dtypes = ["float32", "float64"] if args.dtype == "both" else [args.dtype]
     rng = np.random.default_rng(0)
-    print(f"CPU: {cpu_model()}; cyconv kernel: {_gemm.variant()}; "
+    print(f"CPU: {cpu_model()}; cyconv variant {selected_variant()}, GEMM kernel "
+          f"{_gemm.variant()}; "
           f"numpy {np.__version__}; {args.rounds} interleaved rounds")
     with threadpool_limits(1):
         cases = []
