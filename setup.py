@@ -284,7 +284,7 @@ def require_extensions(extensions):
     quietly produce a pure-Python ``py3-none-any`` wheel whose every call
     falls back to NumPy; refuse instead.
     """
-    if not extensions:
+    if not glob(os.path.join(HERE, "cyconv_ext", "*.pyx")) or not extensions:
         raise SystemExit("error: cyconv: no Cython sources (cyconv_ext/*.pyx) in this source "
                          "tree, so the compiled backend cannot be built; an sdist must ship "
                          "them (see MANIFEST.in)")
