@@ -3,7 +3,7 @@
 Kernel variants (runtime CPU dispatch)
 --------------------------------------
 Every cyconv_ext/*.pyx except the small helpers in BASELINE_ONLY is compiled
-once per variant of VARIANTS: ``baseline`` (the platform's default instruction
+once per variant: ``baseline`` (the platform's default instruction
 set, SSE2 on x86-64) as ``cyconv_ext._conv``, and on x86-64 also ``avx2``
 (x86-64-v3) as ``cyconv_ext._conv_avx2`` and ``avx512`` (x86-64-v4) as
 ``cyconv_ext._conv_avx512``.  At import, cyconv/_cpu.py loads the best variant
@@ -29,6 +29,7 @@ CYCONV_PORTABLE           no longer read: every build is portable now (it
 """
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -120,7 +121,7 @@ VARIANT_C_DIR = os.path.join("build", "cyconv_variants")
 # which the others import, instead of into every module and variant
 # (Cython >= 3.1).  It runs per call, not per element: baseline is enough.
 SHARED_UTILITY = "cyconv_ext._cyutility"
-SHARES_UTILITY = tuple(map(int, Cython.__version__.split(".")[:2])) >= (3, 1)
+SHARES_UTILITY = tuple(int(n) for n in re.findall(r"\d+", Cython.__version__)[:2]) >= (3, 1)
 
 
 def _compiler_accepts(flags):
