@@ -4,14 +4,16 @@ Usage: ``CYCONV_CPU_FEATURES=<variant> python tests/cpu_variant_parity.py <varia
 
 Checks that the dispatcher runs ``<variant>`` (every module of cython_backend is
 that build), then, in float32 and float64, on fixed cases that reach each
-kernel's paths (3x3/5x5/1x1/strided/dilated/grouped convolution, the 2x2
-stride-2 and general pools, borders, ceil rounding, NaN): convolution forward
-and backward, max and average pooling forward and backward and ReLU against
-the numpy backend, and the fused Adam step against Adam's NumPy code over
-three steps.  Tolerances are test_cython_kernels.py's: float64 to 1e-12 of
-the result's scale, float32 to 2*L*eps32 times the same operation on absolute
-values (L the reduction length); max pooling, ReLU and Adam exactly.  Each
-compiled result must also be bitwise the same with 1 and 2 threads.
+kernel's paths (3x3/5x5/1x1/strided/dilated/grouped convolution by GEMM, and by
+Winograd where it serves; the 2x2 stride-2 and general pools, borders, ceil
+rounding, NaN): convolution forward and backward, max and average pooling
+forward and backward and ReLU against the numpy backend, and the fused Adam
+step against Adam's NumPy code over three steps.  Tolerances are
+test_cython_kernels.py's: float64 to 1e-12 of the result's scale, float32 to
+2*L*eps32 times the same operation on absolute values (L the reduction
+length); Winograd to the README's stated Frobenius bound; max pooling, ReLU
+and Adam exactly.  Each compiled result must also be bitwise the same with 1
+and 2 threads.
 Prints one line per group of checks; exits non-zero on the first failure.
 """
 
@@ -20,11 +22,12 @@ from __future__ import annotations
 import sys
 
 import numpy as np
+from cyconv_ext._cpu import build_record
 
 import cyconv
 from cyconv import optim
 from cyconv._cpu import module_name, selected_variant
-from cyconv._shapes import resolve_geometry
+from cyconv._shapes import resolve_geometry, winograd_serves
 from cyconv.backends import cython_backend as cb
 from cyconv.backends import numpy_backend as nb
 
@@ -49,7 +52,9 @@ def assert_thread_invariant(one_thread, two_threads, what):
 
 def check_dispatch(variant):
     assert selected_variant() == variant, (selected_variant(), variant)
-    for kernel in ("_conv", "_elementwise", "_optim", "_pool"):
+    held = [k for k in build_record()["modules"] if hasattr(cb, k)]
+    assert {"_conv", "_elementwise", "_optim", "_pool"} <= set(held), held
+    for kernel in held:
         assert getattr(cb, kernel).__name__ == module_name(kernel, variant), kernel
     assert cyconv.get_layer("Conv2D", "cython").kernels is cb
 
@@ -66,7 +71,14 @@ CONV_CASES = [
 ]
 
 
+def assert_frobenius(actual, expected, bound, c, what):
+    """Winograd's stated bound (README): ||actual - expected||_F <= c * ||bound||_F."""
+    err = np.linalg.norm((np.asarray(actual, np.float64) - expected).ravel())
+    assert err <= c * np.linalg.norm(np.asarray(bound).ravel()), f"{what}: error {err}"
+
+
 def check_conv(dtype, rng):
+    """Every case by GEMM, and by Winograd where it serves the geometry."""
     for xs, ws, s, p, d, groups, rounding in CONV_CASES:
         geom = resolve_geometry(xs[2:], ws[2:], stride=s, padding=p, dilation=d,
                                 rounding=rounding)
@@ -74,21 +86,29 @@ def check_conv(dtype, rng):
         w = rng.standard_normal(ws).astype(dtype)
         b = rng.standard_normal(ws[0]).astype(dtype)
         ax, aw, ab = (np.abs(a).astype(np.float64) for a in (x, w, b))
-        y = cb.conv2d_forward(x, w, b, geom, groups, 2)
-        assert_close(y, nb.conv2d_forward(x, w, b, geom, groups),
-                     nb.conv2d_forward(ax, aw, ab, geom, groups), ws[1] * ws[2] * ws[3],
-                     dtype, f"conv y {xs} {ws}")
-        dy = rng.standard_normal(y.shape).astype(dtype)
-        grads = cb.conv2d_backward(dy, x, w, geom, groups, 2)
+        y_ref = nb.conv2d_forward(x, w, b, geom, groups)
+        y_bound = nb.conv2d_forward(ax, aw, ab, geom, groups)
+        dy = rng.standard_normal(y_ref.shape).astype(dtype)
         refs = nb.conv2d_backward(dy, x, w, geom, groups)
         bounds = nb.conv2d_backward(np.abs(dy).astype(np.float64), ax, aw, geom, groups)
-        n_pos = y.shape[0] * y.shape[2] * y.shape[3]
-        lengths = ((ws[0] // groups) * ws[2] * ws[3], n_pos, n_pos)
-        for name, g, r, bd, n in zip(("dx", "dw", "db"), grads, refs, bounds, lengths):
-            assert_close(g, r, bd, n, dtype, f"conv {name} {xs} {ws}")
-        assert_thread_invariant((cb.conv2d_forward(x, w, b, geom, groups, 1),
-                                 *cb.conv2d_backward(dy, x, w, geom, groups, 1)),
-                                (y, *grads), f"conv {xs} {ws}")
+        n_pos = y_ref.shape[0] * y_ref.shape[2] * y_ref.shape[3]
+        lengths = (ws[1] * ws[2] * ws[3], (ws[0] // groups) * ws[2] * ws[3], n_pos, n_pos)
+        for algorithm in ("gemm", "winograd") if winograd_serves(geom) else ("gemm",):
+            what = f"conv {algorithm} {xs} {ws}"
+            y = cb.conv2d_forward(x, w, b, geom, groups, 2, algorithm=algorithm)
+            grads = cb.conv2d_backward(dy, x, w, geom, groups, 2, algorithm=algorithm)
+            results = (y, *grads)
+            for name, got, ref, bound, n in zip(("y", "dx", "dw", "db"), results,
+                                                (y_ref, *refs), (y_bound, *bounds), lengths):
+                if algorithm == "gemm" or name == "db":
+                    assert_close(got, ref, bound, n, dtype, f"{what} {name}")
+                else:
+                    c = 1e-12 if dtype == np.float64 else (1e-4 if name == "dw" else 2e-5)
+                    assert_frobenius(got, ref, bound, c, f"{what} {name}")
+            assert_thread_invariant(
+                (cb.conv2d_forward(x, w, b, geom, groups, 1, algorithm=algorithm),
+                 *cb.conv2d_backward(dy, x, w, geom, groups, 1, algorithm=algorithm)),
+                results, what)
 
 
 POOL_CASES = [
