@@ -7,10 +7,10 @@ variants take turns in interleaved rounds, so that a slow spell of a shared
 machine hits all of them, and the medians are printed with the ratio
 baseline/variant (> 1: the variant is faster).
 
-``--also LABEL=DIR`` adds the kernel modules of another build (a
-``cyconv_ext`` folder holding _conv, _pool, _elementwise and _optim built
-from the same sources, e.g. an old ``-march=native`` build) as one more
-contender.
+``--also LABEL=DIR`` adds the baseline-named kernel modules of another build
+(a ``cyconv_ext`` folder built from the same sources, e.g. with
+``-march=native``) as one more contender; modules missing there keep this
+build's baseline.
 
 Usage: python tools/bench_cpu_variants.py [--threads 2] [--rounds 7] [--also native=DIR]
 """
@@ -32,7 +32,8 @@ from cyconv._shapes import resolve_geometry
 from cyconv.backends import cython_backend as cb
 from cyconv_ext import _cpu as ext_cpu
 
-KERNELS = ("_conv", "_elementwise", "_optim", "_pool")
+# every module built per variant that the compiled backend holds (_conv, _pool, ...)
+KERNELS = tuple(k for k in ext_cpu.build_record()["modules"] if hasattr(cb, k))
 
 
 def variant_modules():
@@ -52,7 +53,9 @@ def modules_from(folder):
     for kernel in KERNELS:
         path, = glob.glob(os.path.join(folder, kernel + ".*.so")) or [None]
         if path is None:
-            raise SystemExit(f"--also: no {kernel}.*.so in {folder}")
+            print(f"--also {folder}: no {kernel}.*.so there; using this build's baseline one")
+            loaded[kernel] = importlib.import_module(_cpu.module_name(kernel, "baseline"))
+            continue
         spec = importlib.util.spec_from_file_location(f"cyconv_ext.{kernel}", path)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
