@@ -236,7 +236,7 @@ def build_extensions(jobs):
     for name, arch_flags, _ in variants:
         if name == "baseline":  # cyconv_ext/_conv.pyx -> cyconv_ext._conv, C file beside it
             modules = [(os.path.splitext(pyx)[0].replace(os.sep, "."), pyx) for pyx in sources]
-            if SHARES_UTILITY:  # cythonize generates its C file
+            if SHARES_UTILITY and sources:  # cythonize generates its C file
                 modules.append((SHARED_UTILITY, SHARED_UTILITY.replace(".", os.sep) + ".c"))
             build_dir = None
         else:

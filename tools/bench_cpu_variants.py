@@ -66,13 +66,14 @@ def modules_from(folder):
 def cases(threads):
     rng = np.random.default_rng(0)
     out = []
-    for label, xs, ws, kw in [("conv cifar f32 fwd+bwd", (64, 32, 32, 32), (64, 32, 3, 3), 1),
-                              ("conv strided f32 fwd+bwd", (32, 16, 64, 64), (32, 16, 3, 3), 1)]:
+    for label, xs, ws, stride, pad in [
+            ("conv cifar f32 fwd+bwd", (64, 32, 32, 32), (64, 32, 3, 3), 1, 1),
+            ("conv strided f32 fwd+bwd", (32, 16, 64, 64), (32, 16, 3, 3), 2, 1),
+            ("conv lenet2 5x5 f32 fwd+bwd", (64, 6, 14, 14), (16, 6, 5, 5), 1, 0)]:
         x = rng.standard_normal(xs).astype(np.float32)
         w = rng.standard_normal(ws).astype(np.float32)
         b = rng.standard_normal(ws[0]).astype(np.float32)
-        geom = resolve_geometry(xs[2:], ws[2:], stride=1 if "cifar" in label else 2,
-                                padding=kw, rounding="floor")
+        geom = resolve_geometry(xs[2:], ws[2:], stride=stride, padding=pad, rounding="floor")
         dy = rng.standard_normal((xs[0], ws[0], geom.out_h, geom.out_w)).astype(np.float32)
 
         def conv(x=x, w=w, b=b, geom=geom, dy=dy):
