@@ -109,23 +109,6 @@ def show_config(file=None):
 
 # -- show_versions (scikit-learn's name and layout) ----------------------------------
 
-#: CPU features that decide which vector code a build can use.
-CPU_FEATURES = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "neon", "asimd")
-
-
-def cpu_features():
-    """The :data:`CPU_FEATURES` this CPU reports (from /proc/cpuinfo where there is one)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    have = set(line.split(":", 1)[1].split())
-                    return [name for name in CPU_FEATURES if name in have]
-    except OSError:
-        pass
-    return []
-
-
 def _version(distribution):
     try:
         return importlib.metadata.version(distribution)
@@ -139,17 +122,6 @@ def _build_info():
         return importlib.import_module("cyconv_ext._build_info")
     except ImportError:
         return None
-
-
-def _cpu_variant(info):
-    """Which CPU the compiled code targets, from the recorded flags."""
-    flags = {arg for args in info.COMPILE_ARGS.values() for arg in args}
-    marches = sorted(arg for arg in flags if arg.startswith(("-march=", "-mcpu=")))
-    if "-march=native" in marches or "-mcpu=native" in marches:
-        return "native: the building machine's CPU (-march=native; not portable)"
-    if marches:
-        return "portable, with variants for " + ", ".join(m.split("=", 1)[1] for m in marches)
-    return "portable (the compiler's default target)"
 
 
 def versions_info():
@@ -181,9 +153,10 @@ def versions_info():
             "link flags": " | ".join(links) or "none",
             "build switches": ", ".join(f"{k}={v}" for k, v in info.ENVIRONMENT.items())
                               or "none",
-            "CPU variant": _cpu_variant(info),
         })
-    build["CPU features available"] = ", ".join(cpu_features()) or "unknown"
+    from ._cpu import dispatch_info
+
+    build.update(dispatch_info())  # the CPU variants built and the one running
     build["OpenMP"] = openmp
     try:
         from threadpoolctl import threadpool_info
@@ -204,9 +177,9 @@ def show_versions(file=None):
 
     System (Python, platform), Python dependencies (numpy, scipy,
     threadpoolctl, ...), the build (the Cython, NumPy and compiler it was
-    built with, its compiler flags and CPU variant, OpenMP) and threadpoolctl's
-    view of the OpenMP runtime and BLAS libraries with their thread counts.
-    Paste it into bug reports.
+    built with, its compiler flags, its CPU variants and the one running,
+    OpenMP) and threadpoolctl's view of the OpenMP runtime and BLAS libraries
+    with their thread counts.  Paste it into bug reports.
 
     Examples
     --------

@@ -68,22 +68,14 @@ def test_show_versions_lists_the_system_dependencies_build_and_thread_pools():
     for key in ("scipy", "threadpoolctl", "Cython"):
         assert key in info["Python dependencies"]
     build = info["Build"]
-    assert {"OpenMP", "CPU features available"} <= set(build)
+    assert {"OpenMP", "kernel variant"} <= set(build)
     record = _config._build_info()
     if "cython" in cyconv.backends_for("Conv2D") and record is not None:
         assert build["Cython"] == record.CYTHON_VERSION
         assert "-O" in build["compile flags"] and build["compiler"]
-        assert build["CPU variant"]
+        from cyconv._cpu import selected_variant
+
+        assert build["kernel variant"].startswith(selected_variant())
+        assert selected_variant() in build["built variants"]
     pools = info["threadpoolctl info (OpenMP runtime, BLAS libraries and their threads)"]
     assert any(pool.get("user_api") == "blas" and "num_threads" in pool for pool in pools)
-
-
-def test_cpu_variant_reads_the_recorded_flags():
-    class Record:
-        COMPILE_ARGS = {"cyconv_ext._pool": ["-O3", "-march=native"]}
-
-    assert _config._cpu_variant(Record).startswith("native")
-    Record.COMPILE_ARGS = {"a": ["-O3"], "b": ["-O3", "-march=x86-64-v3"]}
-    assert _config._cpu_variant(Record) == "portable, with variants for x86-64-v3"
-    Record.COMPILE_ARGS = {"a": ["-O3"]}
-    assert _config._cpu_variant(Record).startswith("portable")

@@ -21,7 +21,6 @@ in sets it, the last out restores it) and safe against interrupts.
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 
 import numpy as np
