@@ -277,6 +277,7 @@ def _cyconv_net(name, x_shape, dtype, backend):
 def _net_calls(op, x, backend, threads):
     """(forward, forward+backward) of a network row on one cyconv backend."""
     import numpy as np
+
     import cyconv
     _, _, xs, net_name, _ = op
     net = _cyconv_net(net_name, xs, x.dtype, backend)
