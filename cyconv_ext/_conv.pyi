@@ -6,6 +6,7 @@ import numpy.typing as npt
 WORKSPACE_CAP: int
 DW_SLOT_CAP: int
 MAX_SLOTS: int
+MIN_WORK_ITEMS: int
 
 def conv2d_forward(
     x: npt.NDArray[np.floating],
@@ -23,10 +24,14 @@ def conv2d_backward(
     w: npt.NDArray[np.floating],
     dx: npt.NDArray[np.floating],
     dw: npt.NDArray[np.floating],
-    db: npt.NDArray[np.floating],
     geom: Any,
     groups: int,
     n_threads: int,
+    need_dx: bool,
+    need_dw: bool,
+) -> None: ...
+def bias_grad(
+    dy: npt.NDArray[np.floating], db: npt.NDArray[np.floating], n_threads: int
 ) -> None: ...
 def ox_ranges(
     W: int, OW: int, KW: int, SW: int, PL: int, DW: int

@@ -1,56 +1,22 @@
-# Design: convolution as per-thread im2col + single-threaded GEMM.
-#
-# Forward.  Work items are (sample n, group g, block of output rows); the
-# parallel loop (``prange``, schedule "static": items cost the same) runs over
-# them, and an item owns its slice y[n, g*OCg:(g+1)*OCg, rows] outright, so the
-# loop is race free.  Each thread unfolds its item's input windows into a
-# private column buffer col (K = Cg*KH*KW rows, rows*OW columns) and calls
-# cyconv's own single-threaded GEMM (include/cyconv_gemm.h; it measured on
-# par with or ahead of single-threaded OpenBLAS on these shapes, and its
-# rounding does not depend on the block size) without the GIL.  Row-major y_block = W_g @ col is the
-# column-major product y_block^T = col^T @ W_g^T, so every operand is passed
-# as stored, no transposes are materialised.  A 1x1, stride-1, unpadded
-# kernel skips im2col: the input plane already is the column matrix.
-#
-# Backward.  The parallel loop runs over a fixed number S of "slots"
-# (S = min(N, 16), fewer if the dW copies would exceed DW_SLOT_CAP bytes),
-# schedule "dynamic"; slot s processes samples s, s+S, s+2S, ... in order.
-# For each sample it (1) re-unfolds x into col and accumulates
-# dW_slot[s] += dy_n @ col^T (GEMM with beta=1), (2) computes
-# dcol = W^T @ dy_n (GEMM) and folds it back into dx[n] (col2im).  dx[n] is
-# owned by the slot that owns n, dW_slot[s] by slot s: race free.  The slots
-# are then summed in slot order (parallel over dW elements, each element's
-# sum serial), and db is a per-out-channel serial sum (parallel over
-# channels).  The partition of samples into slots does not depend on the
-# thread count, so dx, dW and db are bitwise identical for any n_threads
-# (the backward then uses at most S threads: MAX_SLOTS bounds its
-# parallelism, and the float rounding of dW depends on S, not on threads).
-#
-# im2col / col2im work per kernel tap: where the tap's whole row is inside
-# the input horizontally, its rows inside vertically are one
-# strided block copy (add, for col2im) through restrict-qualified C helpers
-# that GCC vectorises even for the 10-pixel rows of LeNet's conv2 (there
-# im2col was 80% of the forward; the block copy made forward+backward 1.3x
-# faster, the strided conv's 1.1-1.2x: steps 1 and 2 are specialised);
-# padded edges keep the per-row loop.
-#
-# dx alternatives (measured, 1 thread, thread CPU time): the default GEMM +
-# col2im above; or, for stride 1, dx as a transposed convolution (im2col of
-# dy + GEMM with flipped weights, no scatter).  The latter was slower in
-# float32 (VGG-like 165 vs 148 ms, CIFAR-like 130 vs 108 ms) and only ~8%
-# faster in float64 and much slower when C/groups is small (a GEMM with Cg
-# columns), so it is off by default (TCONV_MIN_CHANNELS) but kept, tested.
-#
-# A network's first layer needs no dx: ``need_dx=False`` skips step (2).
-#
-# Workspace per call: forward n_threads * K * rows*OW elements; backward twice
-# that (once without dx) plus S copies of dW.  Output rows are blocked so that one thread's
-# column buffer stays under WORKSPACE_CAP bytes of float32 (default 1 MiB, at
-# least one output row: the block stays in L2 while BLAS packs it; 0.5-1 MiB
-# measured best against 4-16 MiB), i.e. never a batch-wide or image-wide
-# im2col.  float64 gets the same number of elements (2 MiB): at 1 MiB its
-# GEMMs had half the pixels, and 2 MiB measured 3-4% faster on the float64
-# CIFAR, strided and book convs (VGG even).
+# Design: convolution as per-thread im2col + cyconv's own single-threaded GEMM.
+# - Forward: items (sample, group, block of output rows) each own their slice of
+#   y; prange "static" over items.  A thread unfolds its item into a private
+#   column buffer and calls the GEMM (include/cyconv_gemm.h, rounding independent
+#   of blocking) without the GIL; row-major y = W @ col is passed as column-major
+#   col^T @ W^T, so no transpose is materialised.  1x1/stride-1/unpadded kernels
+#   skip im2col: the input plane already is the column matrix.
+# - Backward: two loops whose partitions depend on the shape only, so results are
+#   bitwise identical for any n_threads.  (1) dW: units (sample, row block) in
+#   order; S slots each own a dW copy (slot s takes units s, s+S, ...), summed
+#   in slot order.  (2) dx: items (sample, group, channel block) own dx[n, those
+#   channels]: GEMM, then col2im.  Small batches are cut finer (MIN_WORK_ITEMS)
+#   so that one image uses every core.  need_dx / need_dw = False skip (2) / (1).
+# - im2col/col2im: a tap whose row lies inside is one strided block copy through
+#   restrict helpers GCC vectorises; padded edges loop per row.
+# - Workspace: a thread's column buffer holds at most WORKSPACE_CAP/4 elements
+#   (at least one output row), the dW copies at most DW_SLOT_CAP bytes; never a
+#   batch- or image-wide im2col.  The measurements behind these choices are in
+#   docs/performance.md ("Design measurements").
 
 import numpy as np
 
@@ -58,7 +24,7 @@ cimport cython
 from cython.parallel cimport prange
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
-from ._cgemm cimport cyconv_sgemm, cyconv_dgemm
+from ._matmul cimport gemm
 
 from ._fused cimport floating_t, index_t
 from ._openmp cimport omp_get_thread_num
@@ -69,10 +35,11 @@ WORKSPACE_CAP = 1 << 20
 # Byte cap for all dW slot copies together in the backward pass.
 DW_SLOT_CAP = 64 << 20
 MAX_SLOTS = 16
-# Stride-1 backward computes dx as a transposed convolution (im2col of dy +
-# GEMM) when the group has at least this many input channels, else by
-# GEMM + col2im.  Off by default: see "dx alternatives" above.
-TCONV_MIN_CHANNELS = 1 << 30
+# The backward cuts a small batch's work into at least this many pieces.
+MIN_WORK_ITEMS = 16
+
+cdef enum:
+    BIAS_LANES = 8     # partial sums per channel in bias_grad
 
 
 ctypedef struct conv_geom:
@@ -130,21 +97,6 @@ def ox_ranges(index_t W, index_t OW, index_t KW, index_t SW, index_t PL, index_t
     cdef conv_geom g
     g.W, g.OW, g.KW, g.SW, g.PL, g.DW = W, OW, KW, SW, PL, DW
     return _ox_ranges(g)
-
-
-cdef inline void _gemm(char ta, char tb, int m, int n, int k,
-                       const floating_t* a, int lda,           # IN
-                       const floating_t* b, int ldb,           # IN
-                       floating_t beta,
-                       floating_t* c, int ldc) noexcept nogil: # IN/OUT
-    """Column-major C = op(A) @ op(B) + beta*C with cyconv's own single-threaded
-    GEMM (include/cyconv_gemm.h): every element is computed the same way for
-    any row blocking.  Its status needs no check: the arguments are valid by
-    construction, and 1 (malloc failed, ran on the stack) is the same result."""
-    if floating_t is float:
-        cyconv_sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
-    else:
-        cyconv_dgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
 
 
 cdef extern from *:
@@ -378,14 +330,14 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 Pb = (oy1 - oy0) * g.OW
                 yo = &y[n, gi * OCg, 0, 0] + oy0 * g.OW
                 if direct:
-                    _gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K,
+                    gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K,
                           &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
                           &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
                 else:
                     tid = omp_get_thread_num()
                     col = ws + tid * K * rb * g.OW
                     _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1, &xlo[0], &xhi[0])
-                    _gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K, col, <int>Pb,
+                    gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K, col, <int>Pb,
                           &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
                 if has_bias:
                     for o in range(OCg):
@@ -396,154 +348,173 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
         free(ws)
 
 
+cdef index_t _blocks_for(index_t units, index_t per_unit, index_t min_units):
+    """How many pieces to cut each of ``units`` work units into so that there
+    are at least ``min_units`` pieces (at most ``per_unit`` per unit)."""
+    cdef index_t want = (min_units + units - 1) // max(1, units)
+    return max(1, min(per_unit, want))
+
+
 def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     const floating_t[:, :, :, ::1] x,    # IN  (N, C, H, W)
                     const floating_t[:, :, :, ::1] w,    # IN  (OC, C/groups, KH, KW)
                     floating_t[:, :, :, ::1] dx,         # OUT (N, C, H, W), any content
                     floating_t[:, :, :, ::1] dw,         # OUT (OC, C/groups, KH, KW)
-                    floating_t[::1] db,                  # OUT (OC,)
-                    geom, int groups, int n_threads, bint need_dx=True):
-    """Gradients of conv2d w.r.t. input, weight and bias (caller-allocated).
+                    geom, int groups, int n_threads, bint need_dx, bint need_dw):
+    """Gradients of conv2d w.r.t. input and weight (caller-allocated; the bias
+    gradient is ``bias_grad``).
 
     With ``need_dx`` false, ``dx`` is never touched (pass an empty array): a
-    network's first layer needs only dW and db."""
+    network's first layer needs only dW.  With ``need_dw`` false, ``dw`` is
+    never touched (its pass ran by another algorithm)."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
     cdef conv_geom g = _make_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
-    cdef conv_geom gt                       # dx = transposed conv (stride-1 path)
-    cdef index_t Cg = C // groups, OCg = OC // groups
-    cdef index_t K = Cg * g.KH * g.KW, P = g.OH * g.OW, HW = g.H * g.W
-    cdef index_t Kt = OCg * g.KH * g.KW
+    cdef index_t Cg = C // groups, OCg = OC // groups, KK = g.KH * g.KW
+    cdef index_t K = Cg * KK, P = g.OH * g.OW, HW = g.H * g.W
     cdef index_t WSZ = OC * K
     cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
                         and g.PL == 0 and g.OH == g.H and g.OW == g.W)
-    cdef bint tconv = need_dx and (not direct) and g.SH == 1 and g.SW == 1 and Cg >= TCONV_MIN_CHANNELS
-    cdef index_t rb = g.OH if direct else _rows_per_block(K, g.OH, g.OW)
-    cdef index_t nblk = (g.OH + rb - 1) // rb
-    cdef index_t rbt = _rows_per_block(Kt, g.H, g.W)
-    cdef index_t nblkt = (g.H + rbt - 1) // rbt
+    # dW units: (sample, block of output rows); blocks are cut finer for small
+    # batches so that there are enough units for every core.
+    cdef index_t rbw = g.OH if direct else _rows_per_block(K, g.OH, g.OW)
+    cdef index_t cut = _blocks_for(N, g.OH, MIN_WORK_ITEMS)
+    cdef index_t nblkw, units
+    # dx items: (sample, group, block of input channels), channels cut only
+    # when there are too few (sample, group) pairs.
+    cdef index_t ncb = _blocks_for(N * groups, Cg, MIN_WORK_ITEMS)
+    cdef index_t cb = (Cg + ncb - 1) // ncb
+    cdef index_t rbx = g.OH if direct else _rows_per_block(cb * KK, g.OH, g.OW)
+    cdef index_t nblkx = (g.OH + rbx - 1) // rbx
+    cdef index_t items
     cdef index_t wbytes = max(1, WSZ * <index_t>sizeof(floating_t))
-    cdef index_t S = max(1, min(min(N, <index_t>MAX_SLOTS), <index_t>DW_SLOT_CAP // wbytes))
-    cdef index_t s, n, gi, blk, oy0, oy1, Pb, tid, e, ss, o, nn, p, bufsz
-    cdef int nt = <int>max(1, min(<index_t>n_threads, S))
+    cdef index_t S
+    cdef index_t s, u, n, gi, blk, oy0, oy1, Pb, tid, e, ss, it, c0, nc
+    cdef int nt
     cdef floating_t* ws = NULL
     cdef floating_t* slots = NULL
     cdef floating_t* col
-    cdef floating_t* dcol
-    cdef const floating_t* a
     cdef const floating_t* dyo
     cdef floating_t acc
     if N == 0 or OC == 0 or C == 0:
         if need_dx:
             dx[...] = 0
-        dw[...] = 0
-        db[...] = 0
+        if need_dw:
+            dw[...] = 0
         return
+    rbw = min(rbw, (g.OH + cut - 1) // cut)
+    nblkw = (g.OH + rbw - 1) // rbw
+    units = N * nblkw
+    S = max(1, min(min(units, <index_t>MAX_SLOTS), <index_t>DW_SLOT_CAP // wbytes)) if need_dw else 0
+    ncb = (Cg + cb - 1) // cb
+    items = N * groups * ncb
+    nt = <int>max(1, min(<index_t>n_threads, max(S, items if need_dx else 0)))
     lo_, hi_ = _ox_ranges(g)
     cdef const index_t[::1] xlo = lo_, xhi = hi_
-    # Stride 1: dx[c] = sum_o corr(dy[o], flip(w[o, c])) with top/left padding
-    # DH*(KH-1) - PT (possibly negative: im2col bounds-checks every tap).
-    gt = g
-    gt.H = g.OH
-    gt.W = g.OW
-    gt.OH = g.H
-    gt.OW = g.W
-    gt.PT = g.DH * (g.KH - 1) - g.PT
-    gt.PL = g.DW * (g.KW - 1) - g.PL
-    tlo_, thi_ = _ox_ranges(gt)
-    cdef const index_t[::1] tlo = tlo_, thi = thi_
-    wt_ = np.ascontiguousarray(
-        np.asarray(w).reshape(groups, OCg, Cg, g.KH, g.KW)[:, :, :, ::-1, ::-1]
-        .transpose(0, 2, 1, 3, 4).reshape(C, Kt))
-    cdef const floating_t[:, ::1] wt = wt_
-    if direct:
-        bufsz = 0
-    elif tconv:
-        bufsz = max(K * rb * g.OW, Kt * rbt * g.W)
-    elif need_dx:
-        bufsz = 2 * K * rb * g.OW
-    else:
-        bufsz = K * rb * g.OW
+    cdef index_t bufsz = 0 if direct else max(K * rbw * g.OW, cb * KK * rbx * g.OW)
     try:
-        slots = <floating_t*>malloc(S * WSZ * sizeof(floating_t))
+        slots = <floating_t*>malloc(max(1, S * WSZ) * sizeof(floating_t))
         ws = <floating_t*>malloc(max(1, nt * bufsz) * sizeof(floating_t))
         if slots == NULL or ws == NULL:
             raise MemoryError("conv2d_backward: cannot allocate workspace")
         with nogil:
-            for s in prange(S, schedule="dynamic", chunksize=1, num_threads=nt):
-                tid = omp_get_thread_num()
-                col = ws + tid * bufsz
-                dcol = col + K * rb * g.OW
+            # (1) dW: slot s owns dW_slot[s] and takes units s, s+S, ... in order.
+            for s in prange(S, schedule="dynamic", chunksize=1,
+                            num_threads=<int>max(1, min(<index_t>nt, S))):
+                col = ws + omp_get_thread_num() * bufsz
                 memset(slots + s * WSZ, 0, WSZ * sizeof(floating_t))
-                n = s
-                while n < N:
+                u = s
+                while u < units:
+                    n = u // nblkw
+                    oy0 = (u % nblkw) * rbw
+                    oy1 = min(oy0 + rbw, g.OH)
+                    Pb = (oy1 - oy0) * g.OW
                     for gi in range(groups):
-                        if need_dx and not direct and not tconv:
-                            memset(&dx[n, gi * Cg, 0, 0], 0, Cg * HW * sizeof(floating_t))
-                        for blk in range(nblk):
-                            oy0 = blk * rb
-                            oy1 = min(oy0 + rb, g.OH)
-                            Pb = (oy1 - oy0) * g.OW
-                            dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
-                            if direct:
-                                a = &x[n, gi * Cg, 0, 0] + oy0 * g.OW
-                                # dW_g^T (K x OCg) += x_block (K x Pb) @ dy_block^T
-                                _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, a, <int>HW,
-                                      dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
-                                if not need_dx:
-                                    continue
-                                # dx_block^T (Pb x Cg) = dy_block^T (Pb x OCg) @ W_g (OCg x K)
-                                _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
-                                      &w[gi * OCg, 0, 0, 0], <int>K, 0,
-                                      &dx[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW)
-                                continue
+                        dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
+                        if direct:
+                            # dW_g^T (K x OCg) += x_block (K x Pb) @ dy_block^T
+                            gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb,
+                                  &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
+                                  dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                        else:
                             _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
                                          &xlo[0], &xhi[0])
-                            _gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
+                            gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
                                   dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
-                            if need_dx and not tconv:
-                                # dcol^T (Pb x K) = dy_block^T (Pb x OCg) @ W_g (OCg x K)
-                                _gemm(c'N', c'T', <int>Pb, <int>K, <int>OCg, dyo, <int>P,
-                                      &w[gi * OCg, 0, 0, 0], <int>K, 0, dcol, <int>Pb)
-                                _col2im_rows(dcol, &dx[n, gi * Cg, 0, 0], &g, Cg, oy0, oy1,
-                                             &xlo[0], &xhi[0])
-                        if tconv:
-                            # dx_block (Cg x rows*W) = flip(W_g)^T (Cg x Kt) @ im2col(dy)
-                            for blk in range(nblkt):
-                                oy0 = blk * rbt
-                                oy1 = min(oy0 + rbt, g.H)
-                                Pb = (oy1 - oy0) * g.W
-                                _im2col_rows(&dy[n, gi * OCg, 0, 0], col, &gt, OCg, oy0, oy1,
-                                             &tlo[0], &thi[0])
-                                _gemm(c'N', c'N', <int>Pb, <int>Cg, <int>Kt, col, <int>Pb,
-                                      &wt[gi * Cg, 0], <int>Kt, 0,
-                                      &dx[n, gi * Cg, 0, 0] + oy0 * g.W, <int>HW)
-                    n = n + S
+                    u = u + S
             # Reduce the slot copies in slot order: deterministic.
-            for e in prange(WSZ, schedule="static", num_threads=nt):
+            for e in prange(WSZ if need_dw else 0, schedule="static", num_threads=nt):
                 acc = slots[e]
                 for ss in range(1, S):
                     acc = acc + slots[ss * WSZ + e]
                 (&dw[0, 0, 0, 0])[e] = acc
-        bias_grad(dy, db, n_threads)
+            # (2) dx: item (n, gi, channel block) owns dx[n, its channels]:
+            # dcol^T (Pb x nc*KK) = dy_block^T (Pb x OCg) @ W_g[:, its columns],
+            # folded back by col2im, row blocks in order.
+            if need_dx:
+                for it in prange(items, schedule="static", num_threads=nt):
+                    col = ws + omp_get_thread_num() * bufsz
+                    n = it // (groups * ncb)
+                    gi = (it // ncb) % groups
+                    c0 = (it % ncb) * cb
+                    nc = min(cb, Cg - c0)
+                    if not direct:
+                        memset(&dx[n, gi * Cg + c0, 0, 0], 0, nc * HW * sizeof(floating_t))
+                    for blk in range(nblkx):
+                        oy0 = blk * rbx
+                        oy1 = min(oy0 + rbx, g.OH)
+                        Pb = (oy1 - oy0) * g.OW
+                        dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
+                        if direct:
+                            gemm(c'N', c'T', <int>Pb, <int>nc, <int>OCg, dyo, <int>P,
+                                  &w[gi * OCg, c0, 0, 0], <int>K, 0,
+                                  &dx[n, gi * Cg + c0, 0, 0] + oy0 * g.OW, <int>HW)
+                        else:
+                            gemm(c'N', c'T', <int>Pb, <int>(nc * KK), <int>OCg, dyo, <int>P,
+                                  &w[gi * OCg, c0, 0, 0], <int>K, 0, col, <int>Pb)
+                            _col2im_rows(col, &dx[n, gi * Cg + c0, 0, 0], &g, nc, oy0, oy1,
+                                         &xlo[0], &xhi[0])
     finally:
         free(slots)
         free(ws)
 
 
+cdef inline double _channel_sum(const floating_t* dy_o, index_t N, index_t sample_stride,
+                                index_t P) noexcept nogil:
+    """Sum of dy[n, o, :] over n, in BIAS_LANES interleaved partial sums (a local
+    array: private to the calling thread) added in lane order at the end."""
+    cdef double lanes[BIAS_LANES]
+    cdef double total = 0
+    cdef index_t PL = P - P % BIAS_LANES, n, p, j
+    cdef const floating_t* row
+    for j in range(BIAS_LANES):
+        lanes[j] = 0
+    for n in range(N):
+        row = dy_o + n * sample_stride
+        p = 0
+        while p < PL:
+            for j in range(BIAS_LANES):
+                lanes[j] = lanes[j] + row[p + j]
+            p = p + BIAS_LANES
+        for p in range(PL, P):
+            lanes[p - PL] = lanes[p - PL] + row[p]
+    for j in range(BIAS_LANES):
+        total = total + lanes[j]
+    return total
+
+
 def bias_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
               floating_t[::1] db,                  # OUT (OC,)
               int n_threads):
-    """db[o] = sum of dy[:, o]: a serial double sum per channel (parallel over channels)."""
+    """db[o] = sum of dy[:, o] in double, parallel over channels.  The partial
+    sums of ``_channel_sum`` fix the order of the additions (bitwise the same
+    for any thread count) and let the compiler vectorise them, where one
+    running sum would be a serial chain of dependent additions."""
     cdef index_t N = dy.shape[0], OC = dy.shape[1], P = dy.shape[2] * dy.shape[3]
-    cdef index_t o, nn, p
-    cdef const floating_t* dyo
-    cdef double dacc
+    cdef index_t o
+    if N == 0 or P == 0:
+        db[...] = 0
+        return
     with nogil:
         for o in prange(OC, schedule="static",
                         num_threads=<int>max(1, min(<index_t>n_threads, OC))):
-            dacc = 0
-            for nn in range(N):
-                dyo = &dy[nn, o, 0, 0]
-                for p in range(P):
-                    dacc = dacc + dyo[p]
-            db[o] = <floating_t>dacc
+            db[o] = <floating_t>_channel_sum(&dy[0, o, 0, 0], N, OC * P, P)

@@ -1,30 +1,19 @@
-# Design: Winograd convolution F(m x m, 3 x 3) for 3x3 kernels with stride 1
-# and dilation 1 (any padding, any groups), m = 4 (6x6 tiles) or m = 2 (4x4).
-#
-# - The wrapper (cyconv/backends/cython_backend.py) prepares everything: the
-#   transformed weights U = G w G^T (``weight_transform``), the flipped kernel
-#   for dx, each pass's offsets (pad_top/pad_left, negative = crop), the tile
-#   block size and the slot count; these functions only loop.
-# - Output tiles of all images of a group are numbered (n, ty, tx) row-major
-#   and cut into blocks of TB tiles.  A work item (group, block) owns its
-#   output tiles: the prange is race free, and the partition never depends
-#   on the thread count, so results are bitwise identical for any n_threads.
-# - Per item and input channel: gather each tile's (m+2)^2 input patch (zeros
-#   outside the input) into a [patch element][tile] buffer, then transform it
-#   B^T d B as 1-D transforms applied to all tiles in a loop the compiler
-#   vectorises, storing V[xi][c][tile].  Then (m+2)^2 GEMMs (scipy's BLAS, one
-#   thread: see _matmul.pxd) M[xi] = U[xi] (OCg x Cg) @ V[xi] (Cg x TB), and the
-#   output transform A^T M A, again vectorised over tiles, scattered into y.
-# - dx is this forward pass on dy with the flipped, channel-swapped kernel.
-# - dW is computed in the Winograd domain: dU[xi] = sum over tiles of
-#   (A dY A^T)[xi] V[xi]^T, then dW = G^T dU G.  Items are dealt round-robin
-#   to S slots (S fixed by the shape), each slot accumulates its own dU copy,
-#   and the copies are summed in slot order: deterministic, race free.
-# - Weight transforms run in double and round once.
-# - Winograd mixes every input of a patch into every output of its tile, so an
-#   inf or NaN would spread over the tile: each pass reports whether every
-#   transformed value was finite, and the wrapper recomputes a non-finite call
-#   by GEMM (whose special values then are the reference's).
+# Design: Winograd F(m x m, 3 x 3), m = 4 (6x6 tiles) or 2 (4x4), for 3x3 kernels
+# with stride 1 and dilation 1 (any padding, any groups).
+# - The wrapper (cyconv/backends/cython_backend.py) prepares everything: U = G w G^T
+#   (``weight_transform``), the flipped kernel for dx, each pass's offsets, the
+#   tile block and slot counts; these functions only loop.
+# - Output tiles (n, ty, tx) of a group are cut into blocks of TB tiles; an item
+#   (group, block) owns its output tiles, and the partition depends on the shape
+#   only: race free, bitwise identical for any n_threads.
+# - Per item: gather and transform input patches (B^T d B, 1-D transforms
+#   vectorised across tiles) into V[xi][c][tile], (m+2)^2 GEMMs (cyconv's own,
+#   _matmul.pxd) M[xi] = U[xi] @ V[xi], output transform A^T M A into y.
+# - dx is the forward on dy with the flipped kernel; dW = G^T (sum of
+#   (A dY A^T)[xi] V[xi]^T) G, items dealt round-robin to S slot copies that are
+#   summed in slot order.  Weight transforms run in double and round once.
+# - Every pass reports whether all transformed values were finite (an inf would
+#   spread over its tile); the wrapper then recomputes the call by GEMM.
 
 cimport cython
 from cython.parallel cimport prange

@@ -189,24 +189,6 @@ def test_conv_row_blocking_and_single_slot(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_conv_transposed_dx_path(monkeypatch, dtype):
-    """Stride-1 dx as a transposed convolution (optional path), incl. pads larger
-    than the dilated kernel (negative transposed padding) and row blocking."""
-    monkeypatch.setattr(_conv, "TCONV_MIN_CHANNELS", 1)
-    rng = np.random.default_rng(4)
-    for xs, ws, p, d, groups in [((3, 4, 8, 9), (6, 2, 3, 2), ((1, 2), (0, 1)), (2, 1), 2),
-                                 ((2, 3, 5, 5), (4, 3, 2, 2), ((3, 0), (0, 3)), 1, 1),
-                                 ((2, 4, 6, 6), (4, 1, 3, 3), 1, 1, 4)]:
-        geom = resolve_geometry(xs[2:], ws[2:], padding=p, dilation=d)
-        x = rng.standard_normal(xs).astype(dtype)
-        w = rng.standard_normal(ws).astype(dtype)
-        check_conv(x, w, None, geom, groups)
-        monkeypatch.setattr(_conv, "WORKSPACE_CAP", 1)
-        check_conv(x, w, None, geom, groups)
-        monkeypatch.setattr(_conv, "WORKSPACE_CAP", 1 << 20)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_thread_invariance(monkeypatch, dtype):
     """Bitwise identical results for 1, 2 and 4 threads (fixed sample->slot partition)."""
     lift_thread_cap(monkeypatch)
@@ -224,6 +206,33 @@ def test_conv_thread_invariance(monkeypatch, dtype):
         else:
             for a, r in zip(out, ref):
                 np.testing.assert_array_equal(a, r)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs, ws, stride, padding, groups", [
+    ((1, 6, 13, 11), (8, 3, 3, 3), 1, 1, 2),          # one image: rows and channels cut
+    ((1, 5, 12, 12), (4, 5, 5, 5), 1, 0, 1),          # 5x5 (GEMM path)
+    ((1, 16, 9, 9), (8, 16, 1, 1), 1, 0, 1),          # 1x1 direct: no im2col
+    ((2, 4, 15, 15), (6, 4, 3, 3), 2, 1, 1),          # strided, a small batch
+])
+def test_conv_small_batch_backward_threads(monkeypatch, dtype, xs, ws, stride, padding, groups):
+    """A batch of one or two is cut into pieces for every core (MIN_WORK_ITEMS):
+    the gradients match the reference and are bitwise identical for 1, 2, 3
+    and 4 threads."""
+    lift_thread_cap(monkeypatch)
+    rng = np.random.default_rng(7)
+    geom = resolve_geometry(xs[2:], ws[2:], stride=stride, padding=padding)
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    dy = rng.standard_normal((xs[0], ws[0], geom.out_h, geom.out_w)).astype(dtype)
+    ref = nb.conv2d_backward(dy, x, w, geom, groups)
+    first = cb.conv2d_backward(dy, x, w, geom, groups, 1)
+    tol = dict(rtol=1e-4, atol=1e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    for got, want in zip(first, ref):
+        np.testing.assert_allclose(got, want, **tol)
+    for threads in (2, 3, 4):
+        for got, want in zip(cb.conv2d_backward(dy, x, w, geom, groups, threads), first):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_conv_read_only_inputs():

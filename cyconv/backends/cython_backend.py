@@ -50,6 +50,7 @@ __all__ = [
 
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
           np.dtype(np.float64): np.empty(0, np.float64)}
+_EMPTY4 = {dtype: empty.reshape(0, 0, 0, 0) for dtype, empty in _EMPTY.items()}
 
 GEMM_BLAS = _gemm_blas.find_gemm_blas()
 _blas_limit.bind(GEMM_BLAS.get_address, GEMM_BLAS.set_address)
@@ -124,8 +125,12 @@ WINOGRAD_MAX_TILES = 64
 WINOGRAD_MIN_BLOCKS = 4
 
 
-def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto"):
-    """The algorithm a call runs: ``"gemm"`` or ``"winograd"`` (resolves "auto")."""
+def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto", pass_name="forward"):
+    """The algorithm a pass runs: ``"gemm"`` or ``"winograd"`` ("auto" resolved).
+
+    ``pass_name`` is ``"forward"``, ``"input_grad"`` (a convolution of dy with
+    the flipped kernel: in and out channels swap) or ``"weight_grad"``.  An
+    explicit ``algorithm`` serves every pass."""
     if algorithm != "auto":
         return algorithm
     cg, ocg = x_shape[1] // groups, w_shape[0] // groups
@@ -195,14 +200,8 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
     return y
 
 
-def _winograd_backward(dy, x, w, geom, groups, n_threads, need_dx):
-    """(dx, dw) by Winograd, or None when a value was not finite."""
-    dx = None
-    if need_dx:
-        dx = _winograd_conv(dy, _flipped_kernel(w, groups), None, x.shape, 2 - geom.pad_top,
-                            2 - geom.pad_left, groups, n_threads)
-        if dx is None:
-            return None
+def _winograd_weight_grad(dy, x, w, geom, groups, n_threads):
+    """dW by Winograd, or None when a value was not finite."""
     m = _winograd_tile(geom.out_h, geom.out_w)
     dw = np.empty_like(w)
     cg, ocg = w.shape[1], w.shape[0] // groups
@@ -213,26 +212,41 @@ def _winograd_backward(dy, x, w, geom, groups, n_threads, need_dx):
     if not _winograd.weight_grad(dy, x, dw, geom.pad_top, geom.pad_left, m, int(groups), tb,
                                  slots, threads):
         return None
-    return dx, dw
+    return dw
 
 
 def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorithm="auto"):
+    """(dx, dw, db); dx and dw each by the algorithm its pass runs (see
+    ``conv2d_algorithm``).  A call whose Winograd pass met a non-finite value
+    runs wholly by GEMM, so its special values are the reference's."""
     x = np.ascontiguousarray(x)
     dy = np.ascontiguousarray(dy, dtype=x.dtype)
     w = np.ascontiguousarray(w, dtype=x.dtype)
     db = np.empty(w.shape[0], dtype=x.dtype)
+    dx = dw = None
     with _blas_guard():
-        if conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm) == "winograd":
-            grads = _winograd_backward(dy, x, w, geom, groups, n_threads, need_dx)
-            if grads is not None:
-                _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
-                return grads[0], grads[1], db
-        dx = np.empty_like(x) if need_dx else np.empty((0, 0, 0, 0), dtype=x.dtype)
-        dw = np.empty_like(w)
-        work = (2 if need_dx else 1) * _conv_work(x, w, geom)
-        _conv.conv2d_backward(dy, x, w, dx, dw, db, geom, int(groups),
-                              _useful_threads(n_threads, work), bool(need_dx))
-    return (dx if need_dx else None), dw, db
+        finite = True
+        if need_dx and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
+                                        "input_grad") == "winograd":
+            dx = _winograd_conv(dy, _flipped_kernel(w, groups), None, x.shape,
+                                2 - geom.pad_top, 2 - geom.pad_left, groups, n_threads)
+            finite = dx is not None
+        if finite and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
+                                       "weight_grad") == "winograd":
+            dw = _winograd_weight_grad(dy, x, w, geom, groups, n_threads)
+            finite = dw is not None
+        if not finite:
+            dx = dw = None
+        gemm_dx, gemm_dw = need_dx and dx is None, dw is None
+        if gemm_dx or gemm_dw:
+            dx = np.empty_like(x) if gemm_dx else dx
+            dw = np.empty_like(w) if gemm_dw else dw
+            work = (int(gemm_dx) + int(gemm_dw)) * _conv_work(x, w, geom)
+            _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, geom,
+                                  int(groups), _useful_threads(n_threads, work), gemm_dx,
+                                  gemm_dw)
+        _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
+    return dx, dw, db
 
 
 def max_pool2d_forward(x, geom, n_threads=1):
