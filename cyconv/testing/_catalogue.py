@@ -49,6 +49,8 @@ INVALID_VALUES = {
                  (1.5, TypeError), ("x", TypeError), (False, TypeError), (None, TypeError),
                  ((1, 2, 3), TypeError), ((1.0, 1), TypeError)),
     "padding": ((-1, ValueError), ((0, -1), ValueError), (((0, 0), (-1, 0)), ValueError),
+                (((0, 0), (0, -1)), ValueError), ((1, -1), ValueError),
+                (((0, -2), (0, 0)), ValueError), (True, TypeError),
                 ("full", ValueError), ("samee", ValueError), ("validd", ValueError),
                 ("causal", ValueError), ("", ValueError), ("2", ValueError), (1.5, TypeError),
                 ((1, 2, 3), TypeError), (None, TypeError), (((1, 2), 3), TypeError),
@@ -63,7 +65,8 @@ INVALID_VALUES = {
                           (1.0, TypeError)),
     "divisor_override": ((0, ValueError), (-3, ValueError), (1.5, TypeError), ("2", TypeError),
                          (True, TypeError)),
-    "n_threads": ((0, ValueError), (1.5, TypeError), ("2", TypeError), (True, TypeError)),
+    "n_threads": ((0, ValueError), (1.5, TypeError), ("2", TypeError), ("4", TypeError),
+                  (True, TypeError)),
     "backend": (("nope", LookupError), ("CYTHON", LookupError), ("", LookupError),
                 (3, TypeError)),
 }
