@@ -230,6 +230,19 @@ def run_copy(spec, proto, x, t, dout, train, rand=None):
     return y, np.array(dx, copy=True), grads
 
 
+def run_with_random_dout(spec, proto, x, t, train, rand, rng, dtype):
+    """Forward once for the output's shape, draw ``dout`` for it, then forward and backward.
+
+    Returns
+    -------
+    dout, (y, dx, grads)
+        ``dout`` and :func:`run_copy`'s results with it.
+    """
+    y = run_copy(spec, proto, x, t, None, train, rand)[0]
+    dout = make_dout(spec, rng, y, dtype)
+    return dout, run_copy(spec, proto, x, t, dout, train, rand)
+
+
 def tolerance(dtype, strict=False):
     if np.dtype(dtype) == F32:
         return (1e-4, 1e-5) if not strict else (1e-5, 1e-6)
@@ -253,3 +266,53 @@ def describe_example(spec, kwargs, shape, n):
 def under_pytest():
     """True when running inside a pytest session (a skip then becomes ``pytest.skip``)."""
     return "pytest" in sys.modules and "_pytest" in sys.modules
+
+
+_PARAMETERS_DOC = """
+    Parameters
+    ----------
+    layer : str, Layer subclass or Layer instance
+        The layer to check (a name is looked up with ``backend``).
+    backend : str, optional
+        Backend for a layer name.
+    reference_backend : str
+        Backend whose implementation is the reference (used by
+        ``check_matches_reference`` only).
+    layer_kwargs : dict, optional
+        Constructor arguments, instead of the layer's spec.
+    input_shape : tuple, optional
+        Per-sample input shape, instead of the layer's spec.
+
+    Raises
+    ------
+    AssertionError
+        The layer violates the property.
+    CheckSkipped
+        The check does not apply (under pytest: ``pytest.skip``).
+"""
+
+
+def layer_check(run):
+    """Give ``run(spec)`` the public signature shared by every check.
+
+    The public function resolves its arguments to a spec and runs ``run``;
+    :func:`cyconv.testing.check_layer` resolves a layer once and calls
+    ``check.run(spec)`` for each check.
+    """
+    def check(layer, *, backend=None, reference_backend="numpy", layer_kwargs=None,
+              input_shape=None):
+        spec = resolve_spec(layer, backend, layer_kwargs, input_shape, reference_backend)
+        try:
+            run(spec)
+        except CheckSkipped as exc:
+            if under_pytest():
+                import pytest
+
+                pytest.skip(str(exc))
+            raise
+
+    check.__name__ = check.__qualname__ = run.__name__
+    check.__module__ = run.__module__
+    check.__doc__ = run.__doc__.rstrip() + "\n" + _PARAMETERS_DOC
+    check.run = run
+    return check

@@ -88,15 +88,15 @@ from ._spec import (
     call_forward,
     describe_example,
     examples,
+    layer_check,
     make_dout,
     make_input,
     make_layer,
     make_target,
-    resolve_spec,
     run_copy,
     run_examples,
+    run_with_random_dout,
     skip,
-    under_pytest,
 )
 from .gradcheck import layer_gradcheck
 
@@ -117,57 +117,8 @@ __all__ = [
     "check_invalid_parameters_raise",
 ]
 
-_PARAMETERS_DOC = """
-    Parameters
-    ----------
-    layer : str, Layer subclass or Layer instance
-        The layer to check (a name is looked up with ``backend``).
-    backend : str, optional
-        Backend for a layer name.
-    reference_backend : str
-        Backend whose implementation is the reference (used by
-        ``check_matches_reference`` only).
-    layer_kwargs : dict, optional
-        Constructor arguments, instead of the layer's spec.
-    input_shape : tuple, optional
-        Per-sample input shape, instead of the layer's spec.
 
-    Raises
-    ------
-    AssertionError
-        The layer violates the property.
-    CheckSkipped
-        The check does not apply (under pytest: ``pytest.skip``).
-"""
-
-
-def _layer_check(run):
-    """Give ``run(spec)`` the public signature shared by every check.
-
-    The public function resolves its arguments to a spec and runs ``run``;
-    :func:`cyconv.testing.check_layer` resolves a layer once and calls
-    ``check.run(spec)`` for each check.
-    """
-    def check(layer, *, backend=None, reference_backend="numpy", layer_kwargs=None,
-              input_shape=None):
-        spec = resolve_spec(layer, backend, layer_kwargs, input_shape, reference_backend)
-        try:
-            run(spec)
-        except CheckSkipped as exc:
-            if under_pytest():
-                import pytest
-
-                pytest.skip(str(exc))
-            raise
-
-    check.__name__ = check.__qualname__ = run.__name__
-    check.__module__ = run.__module__
-    check.__doc__ = run.__doc__.rstrip() + "\n" + _PARAMETERS_DOC
-    check.run = run
-    return check
-
-
-@_layer_check
+@layer_check
 def check_output_shape(spec):
     """Check that forward's output shape matches output_shape() and the shape rule.
 
@@ -228,7 +179,7 @@ def _reference_class(spec, reference_backend):
     return ref_cls
 
 
-@_layer_check
+@layer_check
 def check_matches_reference(spec):
     """Check forward and backward against the reference backend's implementation.
 
@@ -269,7 +220,7 @@ def check_matches_reference(spec):
                   lambda c, n, s, d: body(c[0], c[1], n, s, d), 10)
 
 
-@_layer_check
+@layer_check
 def check_gradients(spec):
     """Check dx and every parameter gradient with numeric differences (float64).
 
@@ -298,7 +249,7 @@ def check_gradients(spec):
     run_examples(examples(spec), lambda c, n, s: body(c[0], c[1], n, s), 5)
 
 
-@_layer_check
+@layer_check
 def check_dtype_preserved(spec):
     """Check that float32 and float64 inputs keep their dtype.
 
@@ -326,7 +277,7 @@ def check_dtype_preserved(spec):
     run_examples(examples(spec), lambda c, n, s: body(c[0], c[1], n, s), 8)
 
 
-@_layer_check
+@layer_check
 def check_readonly_noncontiguous_inputs(spec):
     """Check read-only, non-contiguous inputs give the contiguous result.
 
@@ -343,9 +294,8 @@ def check_readonly_noncontiguous_inputs(spec):
         t = make_target(spec, rng, x)
         where = describe_example(spec, kwargs, shape, n) + f", {dtype}, {layout} read-only inputs"
         with GlobalRandom() as rand:
-            y0 = run_copy(spec, proto, x, t, None, train, rand)[0]
-            dout = make_dout(spec, rng, y0, dtype)
-            y, dx, grads = run_copy(spec, proto, x, t, dout, train, rand)
+            dout, (y, dx, grads) = run_with_random_dout(spec, proto, x, t, train, rand, rng,
+                                                        dtype)
             xa, doa = awkward_copy(x, layout), awkward_copy(dout, layout)
             ta = None if t is None else awkward_copy(t, layout)
             try:
@@ -362,7 +312,7 @@ def check_readonly_noncontiguous_inputs(spec):
                   lambda c, n, s, e: body(c[0], c[1], n, s, *e), 8)
 
 
-@_layer_check
+@layer_check
 def check_inputs_not_mutated(spec):
     """Check that forward/backward modify neither inputs nor parameters.
 
@@ -393,7 +343,7 @@ def check_inputs_not_mutated(spec):
                   lambda c, n, s, d: body(c[0], c[1], n, s, d), 8)
 
 
-@_layer_check
+@layer_check
 def check_backward_params(spec):
     """Check that backward_params fills the grads backward fills.
 
@@ -410,9 +360,7 @@ def check_backward_params(spec):
         t = make_target(spec, rng, x)
         where = describe_example(spec, kwargs, shape, n)
         with GlobalRandom() as rand:
-            y = run_copy(spec, proto, x, t, None, train, rand)[0]
-            dout = make_dout(spec, rng, y, F64)
-            _, _, grads = run_copy(spec, proto, x, t, dout, train, rand)
+            dout, (_, _, grads) = run_with_random_dout(spec, proto, x, t, train, rand, rng, F64)
             layer = copy.deepcopy(proto)
             rand.reset()
             call_forward(spec, layer, x, t, train)
@@ -428,7 +376,7 @@ def check_backward_params(spec):
     run_examples(examples(spec), lambda c, n, s: body(c[0], c[1], n, s), 5)
 
 
-@_layer_check
+@layer_check
 def check_batch_subset_invariance(spec):
     """Check that a subset of the batch gives that subset of the results.
 
@@ -448,9 +396,7 @@ def check_batch_subset_invariance(spec):
         idx = np.sort(rng.choice(n, size=size, replace=False))
         where = describe_example(spec, kwargs, shape, n) + f", subset {idx.tolist()}, train={train}"
         with GlobalRandom() as rand:
-            y = run_copy(spec, proto, x, None, None, train, rand)[0]
-            dout = make_dout(spec, rng, y, F64)
-            y, dx, _ = run_copy(spec, proto, x, None, dout, train, rand)
+            dout, (y, dx, _) = run_with_random_dout(spec, proto, x, None, train, rand, rng, F64)
             ys, dxs, _ = run_copy(spec, proto, x[idx], None, dout[idx], train, rand)
         assert_close(ys, y[idx], F64, f"{where}: forward on the subset differs")
         assert_close(dxs, dx[idx], F64, f"{where}: dx on the subset differs")
@@ -459,7 +405,7 @@ def check_batch_subset_invariance(spec):
                   lambda c, n, s: body(c[0], c[1], n, s), 8)
 
 
-@_layer_check
+@layer_check
 def check_batch_order_invariance(spec):
     """Check that permuting the batch permutes the results.
 
@@ -478,9 +424,7 @@ def check_batch_order_invariance(spec):
             perm = np.roll(perm, 1)
         where = describe_example(spec, kwargs, shape, n) + f", permutation {perm.tolist()}"
         with GlobalRandom() as rand:
-            y = run_copy(spec, proto, x, t, None, train, rand)[0]
-            dout = make_dout(spec, rng, y, F64)
-            y, dx, grads = run_copy(spec, proto, x, t, dout, train, rand)
+            dout, (y, dx, grads) = run_with_random_dout(spec, proto, x, t, train, rand, rng, F64)
             dout_p = dout if spec.is_loss else dout[perm]
             yp, dxp, gradsp = run_copy(spec, proto, x[perm], None if t is None else t[perm],
                                    dout_p, train, rand)
@@ -493,7 +437,7 @@ def check_batch_order_invariance(spec):
                   lambda c, n, s: body(c[0], c[1], n, s), 8)
 
 
-@_layer_check
+@layer_check
 def check_thread_invariance(spec):
     """Check that 1, 2 and 4 threads give bitwise identical results.
 
@@ -533,7 +477,7 @@ def check_thread_invariance(spec):
                   lambda c, n, s, d: body(c[0], c[1], n, s, d), 6)
 
 
-@_layer_check
+@layer_check
 def check_invalid_parameters_raise(spec):
     """Check that the declared invalid_params are rejected.
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import numpy as np
 
 #: Outcomes that fail a case.
@@ -117,3 +119,29 @@ def accepted_invalid(expect):
     """The outcome of a call that returned although ``expect`` says it must raise."""
     return {"status": "accepted_invalid",
             "message": f"expected {expect['types']} naming {expect['names']}"}
+
+
+def call_and_judge(call, inputs, expect):
+    """Run ``call()`` and judge what does not need its result.
+
+    Returns
+    -------
+    verdict, out
+        ``verdict`` is the outcome when the inputs changed, the call raised or
+        it returned although ``expect`` says it must raise; else None, with
+        ``out`` the call's return value.
+    """
+    snap = snapshot(inputs)
+    try:
+        out = call()
+    except Exception as exc:  # noqa: BLE001 - judged below
+        mutated = mutated_input(snap)
+        if mutated:
+            return {"status": "mutated_input", "message": mutated}, None
+        return judge_exception(exc, expect, traceback.format_exc()[-3000:]), None
+    mutated = mutated_input(snap)
+    if mutated:
+        return {"status": "mutated_input", "message": mutated}, None
+    if expect["kind"] == "raise":
+        return accepted_invalid(expect), None
+    return None, out

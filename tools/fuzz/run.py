@@ -10,7 +10,7 @@ import numpy as np
 import cyconv
 
 from .arrays import build_array, clean
-from .judge import accepted_invalid, compare, finite_max, judge_exception, mutated_input, snapshot
+from .judge import accepted_invalid, call_and_judge, compare, finite_max, judge_exception
 from .oracle import LAYER_4D
 from .reference import direct_pool, reference_functional
 
@@ -101,19 +101,10 @@ def _eval_functional(spec, tmpdir):
             vals["indices"] = None  # forward itself invalid; the call will say so
     if isinstance(vals.get("b"), type(None)):
         vals["b"] = None
-    snap = snapshot(vals.values())
-    try:
-        out = _call_functional(spec, vals)
-        exc = None
-    except Exception as e:  # noqa: BLE001 - judged below
-        exc, tb = e, traceback.format_exc()[-3000:]
-    mutated = mutated_input(snap)
-    if mutated:
-        return {"status": "mutated_input", "message": mutated}
-    if exc is not None:
-        return judge_exception(exc, expect, tb)
-    if expect["kind"] == "raise":
-        return accepted_invalid(expect)
+    verdict, out = call_and_judge(lambda: _call_functional(spec, vals), list(vals.values()),
+                                  expect)
+    if verdict is not None:
+        return verdict
     outs = out if isinstance(out, tuple) else (out,)
     for o in outs:
         for v in vals.values():
@@ -194,19 +185,12 @@ def _eval_layer(spec, tmpdir):
         layer, ctor = _make_layer(spec, spec["backend"], tmpdir, False)
     except Exception as exc:  # noqa: BLE001
         return judge_exception(exc, expect, traceback.format_exc()[-3000:])
-    snap = snapshot([x, t] + [v for v in ctor.values() if isinstance(v, np.ndarray)])
-    try:
-        y, dx = _run_layer(layer, spec, x, t, spec["dout"], spec["fault"])
-        exc = None
-    except Exception as e:  # noqa: BLE001
-        exc, tb = e, traceback.format_exc()[-3000:]
-    mutated = mutated_input(snap)
-    if mutated:
-        return {"status": "mutated_input", "message": mutated}
-    if exc is not None:
-        return judge_exception(exc, expect, tb)
-    if expect["kind"] == "raise":
-        return accepted_invalid(expect)
+    arrays = [x, t] + [v for v in ctor.values() if isinstance(v, np.ndarray)]
+    verdict, out = call_and_judge(
+        lambda: _run_layer(layer, spec, x, t, spec["dout"], spec["fault"]), arrays, expect)
+    if verdict is not None:
+        return verdict
+    y, dx = out
     ref_backend = "numpy" if spec["layer"] in LAYER_4D else None
     ref_layer, _ = _make_layer(spec, ref_backend, tmpdir, True)
     xc = clean(x)
