@@ -4,7 +4,9 @@ Plugin authors get the same tools cyconv uses for its built-in layers:
 
 * :mod:`cyconv.testing.strategies`: Hypothesis strategies for valid and
   invalid convolution/pooling geometries, convolution problems and bounded
-  float arrays.
+  float arrays, and the one catalogue of invalid and faulty inputs
+  (bad argument values, non-float dtypes, non-contiguous layouts) that the
+  checks, cyconv's test suite and its fuzzer share.
 * :mod:`cyconv.testing.gradcheck`: numeric gradient checks
   (:func:`gradcheck` for any function, :func:`layer_gradcheck` for a layer).
 * :mod:`cyconv.testing.checks`: the conformance checks, one documented
