@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cyconv._shapes import ShapeError, resolve_geometry
+from cyconv._shapes import resolve_geometry
 from cyconv.backends import cython_backend as cb
 from cyconv.backends import numpy_backend as nb
+from cyconv.testing.strategies import conv_geometries, pool_geometries
 
 _conv = cb._conv  # the build this CPU runs (cyconv/_cpu.py): the one whose globals matter
 
@@ -57,36 +58,15 @@ def assert_close(actual, expected, bound_abs, reduction_len, dtype, what):
 
 
 def geometries(max_kernel=4, pool=False):
-    """Draw kernel, dilation, stride, padding (asymmetric), rounding, then a fitting input."""
-    @st.composite
-    def draw(data):
-        kh, kw = data(st.integers(1, max_kernel)), data(st.integers(1, max_kernel))
-        dh, dw = (1, 1) if pool == "avg" else (data(st.integers(1, 2)), data(st.integers(1, 2)))
-        sh, sw = data(st.integers(1, 3)), data(st.integers(1, 3))
-        if pool:
-            pads = tuple((data(st.integers(0, k // 2)), data(st.integers(0, k // 2)))
-                         for k in (kh, kw))
-        else:
-            pads = tuple((data(st.integers(0, 2)), data(st.integers(0, 2))) for _ in range(2))
-        rounding = data(st.sampled_from(["floor", "ceil", "exact"]))
-        size = []
-        for k, d, s, (pa, pb) in zip((kh, kw), (dh, dw), (sh, sw), pads):
-            eff = d * (k - 1) + 1
-            if rounding == "exact":
-                out = data(st.integers(1, 5))
-                n = (out - 1) * s + eff - pa - pb
-            else:
-                n = data(st.integers(max(1, eff - pa - pb), max(1, eff - pa - pb) + 7))
-            assume(n >= 1)
-            size.append(n)
-        try:
-            return resolve_geometry(tuple(size), (kh, kw), stride=(sh, sw), padding=pads,
-                                    dilation=(dh, dw), rounding=rounding,
-                                    max_pool_padding=bool(pool),
-                                    layer="pool2d" if pool else "conv2d")
-        except ShapeError:
-            assume(False)
-    return draw()
+    """Resolved geometries drawn by cyconv.testing.strategies (the one geometry catalogue):
+    convolution, max pooling (``pool=True``) or average pooling (``pool="avg"``); every
+    padding spelling, rounding and (max/conv) dilation, with a fitting input size."""
+    bounds = dict(max_kernel=max_kernel, max_stride=3, max_dilation=2, max_padding=2)
+    if pool:
+        drawn = pool_geometries("avg" if pool == "avg" else "max", **bounds)
+    else:
+        drawn = conv_geometries(**bounds)
+    return drawn.map(lambda g: g.resolve())
 
 
 def conv_case(data, geom, dtype):

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyconv
+from cyconv.testing.strategies import INVALID_VALUES
 
 BACKENDS = cyconv.backends_for("Conv2D")
 TOL = dict(rtol=1e-12, atol=1e-12)
@@ -301,24 +302,21 @@ def test_bias_shape():
     _raises(ValueError, ["b"], cyconv.conv2d, X, W, np.zeros((2, 1)), backend="numpy")
 
 
-@pytest.mark.parametrize("name, value, exc", [
-    ("stride", 0, ValueError), ("stride", -2, ValueError), ("stride", (1, 0), ValueError),
-    ("dilation", 0, ValueError), ("dilation", -1, ValueError), ("stride", 1.5, TypeError),
-    ("padding", -1, ValueError), ("padding", ((0, 0), (0, -1)), ValueError),
-    ("rounding", "nearest", ValueError), ("rounding", None, ValueError),
-])
+def _catalogued(*names):
+    """(argument, value, exception) for every catalogued bad value of these arguments."""
+    return [(name, value, exc) for name in names for value, exc in INVALID_VALUES[name]]
+
+
+@pytest.mark.parametrize("name, value, exc",
+                         _catalogued("stride", "dilation", "padding", "rounding"))
 def test_bad_conv_arguments(name, value, exc):
     _raises(exc, [name], cyconv.conv2d, X, W, backend="numpy", **{name: value})
     dy = np.zeros((2, 2, 4, 4))
     _raises(exc, [name], cyconv.conv2d_backward, dy, X, W, backend="numpy", **{name: value})
 
 
-@pytest.mark.parametrize("name, value, exc", [
-    ("stride", 0, ValueError), ("stride", -1, ValueError), ("kernel_size", 0, ValueError),
-    ("kernel_size", -2, ValueError), ("kernel_size", (2, 0), ValueError),
-    ("kernel_size", 2.0, TypeError), ("padding", -1, ValueError),
-    ("rounding", "up", ValueError),
-])
+@pytest.mark.parametrize("name, value, exc",
+                         _catalogued("stride", "kernel_size", "padding", "rounding"))
 def test_bad_pool_arguments(name, value, exc):
     kwargs = {"kernel_size": 2, name: value}
     _raises(exc, [name], cyconv.max_pool2d, X, backend="numpy", **kwargs)
@@ -366,8 +364,7 @@ def test_bad_indices():
         cyconv.max_pool2d_backward(dy, x, 2, indices=idx.astype(np.int32), backend="numpy"), good)
 
 
-@pytest.mark.parametrize("value, exc", [(0, ValueError), (-3, ValueError), (1.5, TypeError),
-                                        (True, TypeError)])
+@pytest.mark.parametrize("value, exc", INVALID_VALUES["divisor_override"])
 def test_bad_divisor_override(value, exc):
     _raises(exc, ["divisor_override"], cyconv.avg_pool2d, X, 2, divisor_override=value,
             backend="numpy")

@@ -3,7 +3,7 @@
 Every build either yields a network whose forward/backward shapes match the
 inferred ones, or raises ShapeError/ValueError/TypeError naming the failing
 layer ("layer N (Name): ...").  This runs in-process: Sequential only reaches
-the compiled kernels through the functional boundary that tools/fuzz.py
+the compiled kernels through the functional boundary that tools/fuzz/
 fuzzes in crash-proof subprocesses.
 """
 

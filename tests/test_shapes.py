@@ -22,6 +22,7 @@ from cyconv import (
     pool_output_size,
     resolve_geometry,
 )
+from cyconv.testing.strategies import INVALID_VALUES
 
 # -- independent computations --------------------------------------------------
 
@@ -254,11 +255,7 @@ def test_padding_spellings(padding, expected):
     assert normalize_padding(padding, (8, 8), 3) == expected
 
 
-@pytest.mark.parametrize("padding, exc", [
-    (-1, ValueError), ((1, -1), ValueError), (((0, -2), (0, 0)), ValueError),
-    (1.5, TypeError), ((1, 2, 3), TypeError), (((1, 2), 3), TypeError), (None, TypeError),
-    (True, TypeError),
-])
+@pytest.mark.parametrize("padding, exc", INVALID_VALUES["padding"])
 def test_bad_padding(padding, exc):
     with pytest.raises(exc, match="padding"):
         normalize_padding(padding, (8, 8), 3)

@@ -15,6 +15,7 @@ from cyconv import _threads, get_num_threads, set_num_threads
 from cyconv._registry import REGISTRY
 from cyconv._threads import local_num_threads, max_usable_threads, resolve_num_threads
 from cyconv.backends import numpy_backend
+from cyconv.testing.strategies import INVALID_VALUES
 
 BACKENDS = cyconv.backends_for("Conv2D")
 
@@ -296,8 +297,7 @@ def test_layers_use_global_setting(recorder, six_cores):
     assert {count for _, count in kernels.calls} == {4}
 
 
-@pytest.mark.parametrize("bad, exc", [(0, ValueError), (1.5, TypeError), ("4", TypeError),
-                                      (True, TypeError)])
+@pytest.mark.parametrize("bad, exc", INVALID_VALUES["n_threads"])
 def test_bad_n_threads_argument(bad, exc):
     x = np.ones((1, 1, 4, 4))
     with pytest.raises(exc, match="n_threads"):

@@ -4,12 +4,16 @@ Plugin authors get the same tools cyconv uses for its built-in layers:
 
 * :mod:`cyconv.testing.strategies`: Hypothesis strategies for valid and
   invalid convolution/pooling geometries, convolution problems and bounded
-  float arrays.
+  float arrays, and the one catalogue of invalid and faulty inputs
+  (bad argument values, non-float dtypes, non-contiguous layouts) that the
+  checks, cyconv's test suite and its fuzzer share.
 * :mod:`cyconv.testing.gradcheck`: numeric gradient checks
   (:func:`gradcheck` for any function, :func:`layer_gradcheck` for a layer).
-* :mod:`cyconv.testing.checks`: the conformance kit, :func:`check_layer` and
-  :func:`parametrize_with_checks` (see that module for the checks and the
-  layer spec attributes such as ``check_init_kwargs`` and ``invalid_params``).
+* :mod:`cyconv.testing.checks`: the conformance checks, one documented
+  ``check_*`` function each (see that module for the layer spec attributes
+  such as ``check_init_kwargs`` and ``invalid_params``); :func:`check_layer`
+  runs them all and reports, :func:`parametrize_with_checks` makes them
+  pytest tests.
 
 Examples
 --------
@@ -32,13 +36,13 @@ from __future__ import annotations
 from .gradcheck import GradcheckResult, gradcheck, layer_gradcheck
 
 _LAZY = {
-    "check_layer": "checks",
-    "parametrize_with_checks": "checks",
+    "check_layer": "_reports",
+    "parametrize_with_checks": "_pytest_glue",
     "CHECK_NAMES": "checks",
     "MISSING": "checks",
     "CheckSkipped": "checks",
-    "CheckResult": "checks",
-    "LayerCheckReport": "checks",
+    "CheckResult": "_reports",
+    "LayerCheckReport": "_reports",
     "checks": None,
     "strategies": None,
 }
