@@ -282,17 +282,8 @@ def gradcheck(f, inputs, backward, *, mode="auto", eps=1e-6, rtol=1e-5, atol=1e-
                            max(r.max_rel for r in records), info)
 
 
-#: Spec flags of the built-in layers that do not declare them as class attributes
-#: (see :mod:`cyconv.testing.checks`).
-BUILTIN_FLAGS = {
-    "SoftmaxWithLoss": {"is_loss": True},
-    "Dropout": {"stochastic": True},
-    "BatchNorm": {"batch_coupled": True},
-}
-
-
 def spec_flag(layer, attr):
-    """A boolean spec flag: the layer's attribute, else the built-in table (by name).
+    """A boolean tag of the layer (:data:`cyconv.layers.TAGS`); False if it lacks it.
 
     Parameters
     ----------
@@ -303,9 +294,7 @@ def spec_flag(layer, attr):
     -------
     bool
     """
-    if getattr(layer, attr, False):
-        return True
-    return bool(BUILTIN_FLAGS.get(getattr(layer, "name", None), {}).get(attr, False))
+    return bool(getattr(layer, attr, False))
 
 
 def layer_gradcheck(layer, x, *, t=None, train=True, mode="auto", eps=1e-6, rtol=1e-5,
