@@ -127,10 +127,16 @@ class Layer:
     batch_coupled = False
 
     def __new__(cls, *args, backend=None, **kwargs):
-        # ``Conv2D(..., backend="plugin")`` builds the class a plugin registered as
-        # ("Conv2D", "plugin"): the registry lists those in ``plugin_classes`` (it never
-        # lists its own kernel sets, which an instance of ``cls`` runs on directly).
+        # A class registered under one backend refuses another.  ``Conv2D(...,
+        # backend="plugin")`` builds the class a plugin registered as ("Conv2D",
+        # "plugin"): the registry lists those in ``plugin_classes`` (never its own
+        # kernel sets, which an instance of ``cls`` runs on directly).
         target = None
+        if backend is not None and not cls.picks_backend() and backend != cls.backend:
+            # here, not in __init__, so that it holds for plugin classes whose
+            # __init__ swallows ``backend`` as well
+            raise ValueError(f"{cls.__name__} is the {cls.backend!r} implementation; "
+                             f"use cyconv.create_layer({cls.name!r}, backend={backend!r})")
         if cls.picks_backend():
             if backend is None or KERNEL_SETS.get(backend) is None:
                 KERNEL_SETS.load_pending()  # entry-point plugins may provide it
@@ -155,9 +161,6 @@ class Layer:
         if cls.picks_backend():
             self.backend, self.kernels = KERNEL_SETS.select(cls.kernels_needed, backend,
                                                             layer=cls.name or cls.__name__)
-        elif backend is not None and backend != cls.backend:
-            raise ValueError(f"{cls.__name__} is the {cls.backend!r} implementation; "
-                             f"use cyconv.create_layer({cls.name!r}, backend={backend!r})")
 
     @classmethod
     def on_backend(cls, backend, kernels):
