@@ -317,9 +317,6 @@ class Registry:
 
 REGISTRY = Registry()
 REGISTRY.register_builtin_layers(BUILTIN_LAYERS)
-# Before the kernel sets call a backend name unknown, plugins still to be discovered
-# get their turn (``Conv2D(backend="plugin")`` as the first thing a program does).
-KERNEL_SETS.load_pending = REGISTRY.ensure_plugins
 
 
 _checked_environment = set()  # CYCONV_BACKEND values already checked for unknown names
@@ -340,6 +337,16 @@ def _environment_backends():
                               f"is ignored; valid names: {', '.join(known)}.{hint}",
                               UserWarning, stacklevel=2)
     return names
+
+
+def _before_kernel_lookup():
+    """What a kernel-set selection runs first (``cyconv.conv2d``, ``Conv2D(...)``), as a
+    registry lookup does: plugin discovery, then the CYCONV_BACKEND check."""
+    REGISTRY.ensure_plugins()
+    _environment_backends()
+
+
+KERNEL_SETS.before_lookup = _before_kernel_lookup
 
 
 def backend_preference():

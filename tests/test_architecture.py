@@ -236,3 +236,14 @@ def test_a_plugin_conv_under_a_preferred_backend_leaves_unpickling_alone():
     assert "archplug" not in cyconv.list_backends()
     with pytest.raises(cyconv.BackendError):
         cyconv.Conv2D(W=np.ones((1, 1, 2, 2)), backend="archplug")
+
+
+def test_kernel_selection_checks_the_environment_like_a_registry_lookup(monkeypatch):
+    """``cyconv.conv2d`` chooses kernels without the registry, yet a mistyped
+    CYCONV_BACKEND still warns (the registry's check runs before each selection)."""
+    from cyconv import _registry
+
+    monkeypatch.setattr(_registry, "_checked_environment", set())
+    monkeypatch.setenv("CYCONV_BACKEND", "nmupy")
+    with pytest.warns(UserWarning, match="unknown backend 'nmupy'"):
+        cyconv.conv2d(np.ones((1, 1, 3, 3)), np.ones((1, 1, 2, 2)))

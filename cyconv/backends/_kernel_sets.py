@@ -76,9 +76,10 @@ class KernelSets:
         self._lock = threading.RLock()
         self.unavailable = {}  # backend -> reason it failed to load
         self.fallback_warned = False
-        # Set by the layer registry: runs its pending plugin discovery, which may
-        # add kernel sets, before a backend name is taken to be unknown.
-        self.load_pending = _nothing_pending
+        # Set by the layer registry, run before every selection as its own lookups
+        # do: the pending plugin discovery (which may add kernel sets) and the
+        # check of CYCONV_BACKEND for unknown names.
+        self.before_lookup = _nothing_pending
 
     def add(self, name, kernels):
         if not isinstance(name, str) or not name:
@@ -129,13 +130,11 @@ class KernelSets:
         it, warning once (:class:`BackendFallbackWarning`) when a built-in one
         was skipped because it failed to load.
         """
+        if backend is not None and not isinstance(backend, str):
+            raise TypeError(f"backend must be a str or None, got {backend!r}")
+        self.before_lookup()
         serving = self.serving(needed)
         if backend is not None:
-            if not isinstance(backend, str):
-                raise TypeError(f"backend must be a str or None, got {backend!r}")
-            if backend not in serving:
-                self.load_pending()
-                serving = self.serving(needed)
             if backend in serving:
                 return backend, self.get(backend)
             if backend in self.unavailable:
@@ -144,12 +143,8 @@ class KernelSets:
                                    f"available for: {', '.join(serving)}.")
             raise BackendError(f"layer {layer!r} has no {backend!r} implementation; available "
                                f"backends for it: {', '.join(serving)}.")
-        order = preference_order()
-        if any(self.get(name) is None and name not in self.unavailable for name in order):
-            self.load_pending()
-            serving = self.serving(needed)
         skipped = False
-        for candidate in order + serving:
+        for candidate in preference_order() + serving:
             if candidate in serving:
                 if skipped:
                     self.warn_fallback(candidate)

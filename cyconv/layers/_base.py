@@ -138,8 +138,7 @@ class Layer:
             raise ValueError(f"{cls.__name__} is the {cls.backend!r} implementation; "
                              f"use cyconv.create_layer({cls.name!r}, backend={backend!r})")
         if cls.picks_backend():
-            if backend is None or KERNEL_SETS.get(backend) is None:
-                KERNEL_SETS.load_pending()  # entry-point plugins may provide it
+            KERNEL_SETS.before_lookup()  # entry-point plugins may register classes
             plugin_classes = cls.__dict__.get("plugin_classes", {})
             if backend is None and plugin_classes:  # the preference order decides
                 for candidate in preference_order():
