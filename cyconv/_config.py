@@ -48,7 +48,7 @@ def config_info():
                      f"{GEMM_BLAS.note}")
     except ImportError as exc:
         gemm_blas = f"compiled backend missing ({exc})"
-    plugins = getattr(REGISTRY, "plugin_report", lambda: {"loaded": [], "failed": []})()
+    plugins = REGISTRY.plugin_report()
     algorithms = {}
     for backend in REGISTRY.all_backends():
         try:

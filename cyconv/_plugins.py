@@ -55,6 +55,9 @@ import warnings
 from importlib import metadata as _metadata
 from pathlib import Path
 
+from ._registry import BUILTIN_BACKENDS, REGISTRY
+from .layers import Layer
+
 __all__ = ["GROUP", "PluginLoadWarning", "PluginRegistry", "load_plugins", "plugin_report"]
 
 GROUP = "cyconv.layers"
@@ -103,8 +106,6 @@ class PluginRegistry:
         Raises (and so fails the plugin) on a non-layer, a taken pair, or a
         built-in backend entry for a name someone else introduced.
         """
-        from .layers import Layer
-
         if not (isinstance(cls, type) and issubclass(cls, Layer)):
             raise TypeError(f"plugin {self.plugin} registered {cls!r} as {name!r}, which is not "
                             f"a subclass of cyconv.Layer")
@@ -151,19 +152,13 @@ class _PluginManager:
 
     # -- rules ---------------------------------------------------------------
     def _check_rules(self, registry, plugin, name, backend, cls, override):
-        from ._registry import BUILTIN_BACKENDS
-
+        """The plugin rules on top of the registry's own (which ``register`` applies)."""
         if not isinstance(name, str) or not name:
             raise TypeError(f"layer name must be a non-empty str, got {name!r}")
         if not isinstance(backend, str) or not backend:
             raise TypeError(f"backend must be a non-empty str, got {backend!r}")
-        with registry._lock:
-            slot = dict(registry._layers.get(name, {}))
-            builtin = (name, backend) in registry._builtin_entries
-        if builtin:
-            raise PluginRuleError(f"layer {name!r} under backend {backend!r} is built into "
-                                  f"cyconv and cannot be replaced by a plugin; register it "
-                                  f"under a backend of your own")
+        registry.check_not_builtin(name, backend, pair_only=True)  # first: it says why
+        slot = {b: c for (n, b), c in registry.entries().items() if n == name}
         if backend in slot:
             owner = self.owners.get((name, backend))
             if owner != plugin:
@@ -183,25 +178,19 @@ class _PluginManager:
                                       f"of your own instead")
 
     # -- one plugin, transactionally -----------------------------------------
-    @staticmethod
-    def _entries(registry):
-        with registry._lock:
-            return {(n, b): c for n, slot in registry._layers.items() for b, c in slot.items()}
-
     def _run(self, registry, label, load, hint=""):
         """Call ``load(facade)``; on any error roll back and record the failure."""
         with self._lock:
             # a retried local module reports only its latest outcome
             self.failed = [(lbl, why) for lbl, why in self.failed if lbl != label]
-            before = self._entries(registry)
-            builtin_before = set(registry._builtin_entries)
+            snapshot = registry.snapshot()
             owners_before = dict(self.owners)
             facade = PluginRegistry(registry, label, self)
             try:
                 load(facade)
-                self._validate_diff(registry, label, before, builtin_before)
+                self._validate_diff(registry, label, snapshot)
             except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin must not break cyconv
-                self._rollback(registry, before, builtin_before, owners_before)
+                self._rollback(registry, snapshot, owners_before)
                 reason = f"{type(exc).__name__}: {exc}"
                 self.failed.append((label, reason))
                 warnings.warn(f"cyconv plugin {label} failed to load and was skipped: "
@@ -210,12 +199,13 @@ class _PluginManager:
             self.loaded.append(label)
             return True
 
-    def _validate_diff(self, registry, label, before, builtin_before):
+    def _validate_diff(self, registry, label, snapshot):
         """Catch registrations that bypassed the facade (e.g. ``cyconv.register_layer``
         at import time): attribute new entries to the plugin, refuse the rest."""
-        if set(registry._builtin_entries) != builtin_before:
+        if registry.builtin_entries() != snapshot.builtin_entries:
             raise PluginRuleError("a plugin may not register built-in layers")
-        after = self._entries(registry)
+        before = {(n, b): c for n, slot in snapshot.layers.items() for b, c in slot.items()}
+        after = registry.entries()
         for key in sorted(set(before) - set(after)):
             raise PluginRuleError(f"plugin removed layer {key[0]!r} (backend {key[1]!r})")
         for key, cls in sorted(after.items(), key=lambda kv: kv[0]):
@@ -230,8 +220,6 @@ class _PluginManager:
                                       f"{self.owners.get(key) or 'cyconv or the application'}")
             # a direct registration: check it as if it had gone through the facade
             slot_before = {b for (n, b) in before if n == name}
-            from ._registry import BUILTIN_BACKENDS
-
             others = sorted({self.owners.get((name, b)) or "cyconv or the application"
                              for b in slot_before if self.owners.get((name, b)) != label})
             if backend in BUILTIN_BACKENDS and others:
@@ -240,25 +228,12 @@ class _PluginManager:
                                       f"implementation of it")
             self.owners[key] = label
 
-    def _rollback(self, registry, before, builtin_before, owners_before):
-        with registry._lock:
-            after = self._entries(registry)
-            for (name, backend) in set(after) | set(before):
-                if after.get((name, backend)) is before.get((name, backend)):
-                    continue
-                slot = registry._layers.setdefault(name, {})
-                if (name, backend) in before:
-                    slot[backend] = before[(name, backend)]
-                else:
-                    slot.pop(backend, None)
-                if not slot:
-                    del registry._layers[name]
-            registry._builtin_entries.intersection_update(builtin_before)
-            registry._builtin_entries.update(builtin_before)
+    def _rollback(self, registry, snapshot, owners_before):
+        registry.restore(snapshot)
         for key in [k for k in self.owners if k not in owners_before]:
             del self.owners[key]
         self.owners.update(owners_before)
-        live = {id(c) for c in self._entries(registry).values()}
+        live = {id(c) for c in registry.entries().values()}
         for cls, (name, backend) in list(self._class_attrs.items()):
             if id(cls) not in live:
                 for attr, value in (("name", name), ("backend", backend)):
@@ -427,19 +402,15 @@ def _wait_for_discovery(registry):
 def plugin_report():
     """``{"loaded": [...], "failed": [(plugin, reason), ...], "disabled": [...]}``.
 
-    Runs entry-point discovery first if it has not happened yet.
+    Runs entry-point discovery first if it has not happened yet
+    (:meth:`cyconv._registry.Registry.plugin_report`).
     """
-    from ._registry import REGISTRY
-
-    REGISTRY._ensure_plugins()
-    return _manager().report()
+    return REGISTRY.plugin_report()
 
 
 def plugin_layers():
     """``{(layer name, backend): plugin label}`` for every plugin-registered layer."""
-    from ._registry import REGISTRY
-
-    REGISTRY._ensure_plugins()
+    REGISTRY.ensure_plugins()
     return dict(_manager().owners)
 
 
@@ -469,13 +440,16 @@ def load_plugins(path):
     >>> cyconv.load_plugins("my_layers/")  # doctest: +SKIP
     ['swish (my_layers/swish.py)']
     """
-    from ._registry import REGISTRY
-
-    REGISTRY._ensure_plugins()
+    REGISTRY.ensure_plugins()
     return _manager().load_path(REGISTRY, path)
 
 
+def _report():
+    return _manager().report()
+
+
 def install(registry):
-    """Wire the lazy hook and the report into ``registry`` (done by ``import cyconv``)."""
+    """Wire the lazy discovery hook and the report source into ``registry``
+    (done by ``import cyconv``)."""
     registry.plugin_hook = discover_entry_points
-    registry.plugin_report = plugin_report
+    registry.set_plugin_reporter(_report)

@@ -17,18 +17,40 @@ Lookup rules
 * An unknown name raises :class:`LayerNotFoundError` listing close matches.
 
 Built-in layers under the built-in backends can never be replaced, so
-installing a plugin never changes what existing code computes.
+installing a plugin never changes what existing code computes.  That rule
+lives here only (:meth:`Registry.check_not_builtin`); the plugin loader adds
+its ownership rules on top and uses the public API below (``entries``,
+``snapshot``/``restore``, ``plugin_report``).
+
+The registry is built on :mod:`cyconv.backends` (the kernel sets and the
+preference order) and :mod:`cyconv.layers`; neither imports it.  Built-in
+layers that run on kernels (``Conv2D``, ...) are registered once per kernel
+set that serves them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import difflib
 import fnmatch
 import os
 import threading
 import warnings
+from dataclasses import dataclass
+
+from .backends import (
+    BUILTIN_BACKENDS,
+    KERNEL_SETS,
+    BackendError,
+    BackendFallbackWarning,
+    KernelSets,
+    environment_backends,
+    pop_preference,
+    preference_order,
+    push_preference,
+)
+from .backends import ordered as _ordered
+from .layers import BUILTIN_LAYERS, Layer
 
 __all__ = [
     "BackendError",
@@ -44,7 +66,7 @@ __all__ = [
     "backend_preference",
 ]
 
-BUILTIN_BACKENDS = ("cython", "numpy")
+__all__ += ["Registry", "RegistrySnapshot", "REGISTRY"]
 
 
 class LayerNotFoundError(KeyError, LookupError):
@@ -54,30 +76,71 @@ class LayerNotFoundError(KeyError, LookupError):
         return str(self.args[0]) if self.args else ""
 
 
-class BackendError(LookupError):
-    """A requested backend does not exist, is unavailable, or lacks the layer."""
+@dataclass(frozen=True)
+class RegistrySnapshot:
+    """What :meth:`Registry.snapshot` saved: the entries and the built-in marks."""
+
+    layers: dict
+    builtin_entries: frozenset
 
 
-class BackendFallbackWarning(UserWarning):
-    """The compiled backend is unavailable and cyconv runs on the numpy backend."""
+def _no_plugins():
+    return {"loaded": [], "failed": [], "disabled": []}
 
 
 class Registry:
     """Mapping ``name -> {backend -> layer class}``, with thread-safe updates."""
 
-    def __init__(self):
+    def __init__(self, kernel_sets=KERNEL_SETS):
         self._layers = {}
         self._lock = threading.RLock()
         self._discovery_lock = threading.RLock()
-        self.unavailable_backends = {}  # backend -> reason it failed to load
+        self._kernel_sets = kernel_sets
         self._builtin_entries = set()  # (name, backend) pairs no plugin may replace
-        self._fallback_warned = False
         self.plugin_hook = None  # callable(registry) run once before the first lookup
+        self._plugin_reporter = _no_plugins
+        self._families = {}  # name -> built-in class that picks its backend (Conv2D)
+
+    @property
+    def unavailable_backends(self):
+        """``{backend: reason it failed to load}`` (the kernel sets' record)."""
+        return self._kernel_sets.unavailable
+
+    @property
+    def _fallback_warned(self):
+        return self._kernel_sets.fallback_warned
+
+    @_fallback_warned.setter
+    def _fallback_warned(self, value):
+        self._kernel_sets.fallback_warned = value
+
+    # -- rules -------------------------------------------------------------
+    def check_not_builtin(self, name, backend, *, pair_only=False):
+        """Raise ``ValueError`` if ``(name, backend)`` is cyconv's own.
+
+        Also for a built-in backend that lacks the name (``Sigmoid`` under
+        ``"cython"``): the preference order would make it the new default;
+        ``pair_only=True`` leaves that case to the caller (the plugin loader
+        reports it with its ownership rule).
+        """
+        with self._lock:
+            if pair_only:
+                builtin = (name, backend) in self._builtin_entries
+            else:
+                builtin = (backend in BUILTIN_BACKENDS
+                           and any(n == name for n, _ in self._builtin_entries))
+        if builtin:
+            raise ValueError(f"layer {name!r} under backend {backend!r} is built into cyconv "
+                             f"and cannot be replaced; register it under your own backend "
+                             f"name (e.g. backend='myplugin') and select it explicitly")
 
     # -- registration -----------------------------------------------------
     def register(self, name, backend, cls, *, override=False, builtin=False):
-        from .layers import Layer  # local: layers import the registry
+        """Register layer class ``cls`` as ``(name, backend)``; return it.
 
+        ``builtin=True`` is cyconv's own registration (its entries can never
+        be replaced); a taken pair needs ``override=True``.
+        """
         if not isinstance(name, str) or not name:
             raise TypeError(f"layer name must be a non-empty str, got {name!r}")
         if not isinstance(backend, str) or not backend:
@@ -86,24 +149,82 @@ class Registry:
             raise TypeError(f"register_layer({name!r}) expects a subclass of cyconv.Layer, "
                             f"got {cls!r}")
         with self._lock:
-            builtin_name = any(n == name for n, _ in self._builtin_entries)
-            if builtin_name and backend in BUILTIN_BACKENDS and not builtin:
-                # Also for a built-in backend that lacks the name (ReLU under
-                # "cython"): preference order would make it the new default.
-                raise ValueError(f"layer {name!r} under backend {backend!r} is built into cyconv "
-                                 f"and cannot be replaced; register it under your own backend "
-                                 f"name (e.g. backend='myplugin') and select it explicitly")
             if builtin:
                 self._builtin_entries.add((name, backend))
+            else:
+                self.check_not_builtin(name, backend)
             slot = self._layers.setdefault(name, {})
             if backend in slot and slot[backend] is not cls and not override:
                 raise ValueError(f"layer {name!r} is already registered for backend {backend!r} "
                                  f"({slot[backend].__module__}.{slot[backend].__qualname__}); "
                                  f"pass override=True to replace it")
             slot[backend] = cls
+            self._sync_lower_layers()
         return cls
 
-    def _ensure_plugins(self):
+    def _sync_lower_layers(self):
+        """Tell the layers and the kernel sets (which cannot import the registry) about
+        plugin entries: the classes registered for a built-in layer that picks its
+        backend (``Conv2D(backend="plugin")`` builds them), and the kernel sets such
+        classes carry (``cyconv.conv2d(..., backend="plugin")`` runs them)."""
+        with self._lock:
+            carried = {}
+            for name, family in self._families.items():
+                own = {b: c for b, c in self._layers.get(name, {}).items()
+                       if (name, b) not in self._builtin_entries}
+                family.plugin_classes = own
+                for backend, cls in sorted(own.items()):
+                    if cls.kernels is not None:
+                        carried.setdefault(backend, cls.kernels)
+            self._kernel_sets.set_layer_kernels(carried)
+
+    def reserve(self, name, backend):
+        """Mark ``(name, backend)`` as cyconv's own even though it failed to load."""
+        with self._lock:
+            self._builtin_entries.add((name, backend))
+
+    # -- state, for transactional loaders (the plugin loader) ----------------------
+    def entries(self):
+        """``{(name, backend): layer class}`` for every registered entry."""
+        with self._lock:
+            return {(n, b): c for n, slot in self._layers.items() for b, c in slot.items()}
+
+    def builtin_entries(self):
+        """The ``(name, backend)`` pairs that are cyconv's own."""
+        with self._lock:
+            return frozenset(self._builtin_entries)
+
+    def snapshot(self):
+        """The registry's entries, for :meth:`restore` (e.g. to roll back a plugin)."""
+        with self._lock:
+            return RegistrySnapshot({n: dict(slot) for n, slot in self._layers.items()},
+                                    frozenset(self._builtin_entries))
+
+    def restore(self, snapshot):
+        """Return to the state :meth:`snapshot` saved."""
+        with self._lock:
+            self._layers.clear()
+            self._layers.update({n: dict(slot) for n, slot in snapshot.layers.items()})
+            self._builtin_entries.clear()
+            self._builtin_entries.update(snapshot.builtin_entries)
+            self._sync_lower_layers()
+
+    # -- plugins -----------------------------------------------------------------
+    def set_plugin_reporter(self, reporter):
+        """Install ``reporter()``, the source of :meth:`plugin_report` (the plugin loader)."""
+        self._plugin_reporter = reporter
+
+    def plugin_report(self):
+        """``{"loaded": [...], "failed": [(plugin, reason), ...], "disabled": [...]}``.
+
+        Runs entry-point discovery first if it has not happened yet; all empty
+        when no plugin loader is installed.
+        """
+        self.ensure_plugins()
+        return self._plugin_reporter()
+
+    def ensure_plugins(self):
+        """Run the pending plugin discovery (``plugin_hook``), once; lookups call this."""
         if self.plugin_hook is None:  # fast path once discovery has run
             return
         # Other threads wait here until discovery has finished, so none of them
@@ -115,21 +236,21 @@ class Registry:
 
     # -- lookup -------------------------------------------------------------
     def names(self):
-        self._ensure_plugins()
+        self.ensure_plugins()
         with self._lock:
             return sorted(self._layers)
 
     def backends_for(self, name):
         if not isinstance(name, str):
             raise TypeError(f"layer name must be a str, got {name!r}")
-        self._ensure_plugins()
+        self.ensure_plugins()
         with self._lock:
             if name not in self._layers:
                 raise self._not_found(name)
             return [b for b in _ordered(list(self._layers[name]))]
 
     def all_backends(self):
-        self._ensure_plugins()
+        self.ensure_plugins()
         with self._lock:
             found = {b for slot in self._layers.values() for b in slot}
         return _ordered(sorted(found | set(self.unavailable_backends)))
@@ -145,7 +266,7 @@ class Registry:
     def get(self, name, backend=None):
         if not isinstance(name, str):
             raise TypeError(f"layer name must be a str, got {name!r}")
-        self._ensure_plugins()
+        self.ensure_plugins()
         with self._lock:
             slot = self._layers.get(name)
             if slot is None:
@@ -173,28 +294,29 @@ class Registry:
                                  and candidate in self.unavailable_backends)
         raise AssertionError("unreachable: a registered name has at least one backend")
 
-    def reserve(self, name, backend):
-        """Mark ``(name, backend)`` as cyconv's own even though it failed to load."""
-        with self._lock:
-            self._builtin_entries.add((name, backend))
+    def register_builtin_layers(self, classes):
+        """cyconv's layers: NumPy ones under "numpy", the others once per kernel set
+        that serves them (a built-in backend that failed to load stays reserved)."""
+        for cls in classes:
+            if not cls.kernels_needed:
+                cls.backend = "numpy"
+                self.register(cls.name, "numpy", cls, builtin=True)
+                continue
+            self._families[cls.name] = cls
+            for backend in BUILTIN_BACKENDS:
+                kernels = self._kernel_sets.get(backend)
+                if kernels is None:  # failed to load: still cyconv's, no plugin may take it
+                    self.reserve(cls.name, backend)
+                elif KernelSets.serves(kernels, cls.kernels_needed):
+                    self.register(cls.name, backend, cls.on_backend(backend, kernels),
+                                  builtin=True)
 
     def _warn_fallback(self, used):
-        if not self._fallback_warned:
-            self._fallback_warned = True
-            warnings.warn(f"cyconv's compiled backend is unavailable "
-                          f"({self.unavailable_backends.get('cython')}); using the {used} "
-                          f"backend. Rebuild with `pip install .` to get the fast kernels.",
-                          BackendFallbackWarning, stacklevel=4)
-
-
-def _ordered(backends):
-    """Built-in backends first (in preference order), then the rest alphabetically."""
-    builtin = [b for b in BUILTIN_BACKENDS if b in backends]
-    return builtin + sorted(b for b in backends if b not in BUILTIN_BACKENDS)
+        self._kernel_sets.warn_fallback(used, stacklevel=5)
 
 
 REGISTRY = Registry()
-_context_backends = contextvars.ContextVar("cyconv_backends", default=())
+REGISTRY.register_builtin_layers(BUILTIN_LAYERS)
 
 
 _checked_environment = set()  # CYCONV_BACKEND values already checked for unknown names
@@ -203,7 +325,7 @@ _checked_environment = set()  # CYCONV_BACKEND values already checked for unknow
 def _environment_backends():
     """``CYCONV_BACKEND`` as a list; an unknown name in it warns once (a typo is not silent)."""
     value = os.environ.get("CYCONV_BACKEND", "")
-    names = [b.strip() for b in value.split(",") if b.strip()]
+    names = environment_backends()
     if names and value not in _checked_environment:
         _checked_environment.add(value)
         known = REGISTRY.all_backends()
@@ -217,10 +339,20 @@ def _environment_backends():
     return names
 
 
+def _before_kernel_lookup():
+    """What a kernel-set selection runs first (``cyconv.conv2d``, ``Conv2D(...)``), as a
+    registry lookup does: plugin discovery, then the CYCONV_BACKEND check."""
+    REGISTRY.ensure_plugins()
+    _environment_backends()
+
+
+KERNEL_SETS.before_lookup = _before_kernel_lookup
+
+
 def backend_preference():
     """Current backend preference order (context, environment, default)."""
-    order = list(_context_backends.get()) + _environment_backends() + list(BUILTIN_BACKENDS)
-    return list(dict.fromkeys(order))
+    _environment_backends()  # warns about a mistyped name
+    return preference_order()
 
 
 @contextlib.contextmanager
@@ -248,11 +380,11 @@ def use_backend(*backends):
             raise BackendError(f"backend {b!r} is unavailable: {REGISTRY.unavailable_backends[b]}")
         if b not in known:
             raise BackendError(f"unknown backend {b!r}; available: {', '.join(known)}")
-    token = _context_backends.set(tuple(backends) + _context_backends.get())
+    token = push_preference(backends)
     try:
         yield
     finally:
-        _context_backends.reset(token)
+        pop_preference(token)
 
 
 def register_layer(name, backend="numpy", override=False):

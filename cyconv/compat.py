@@ -145,7 +145,7 @@ class SoftmaxWithLoss:
         if t_arr.ndim == 1 and t_arr.dtype.kind not in "iu":
             t_arr = t_arr.astype(np.int64)
         self.loss = self._layer.forward(x, t_arr)
-        self.y = self._layer._prob
+        self.y = self._layer.probabilities
         return self.loss
 
     def backward(self, dout=1):
@@ -259,6 +259,7 @@ class Convolution:
         self.col_W = None
         self.dW = None
         self.db = None
+        self._dtype = None
         self._layer = Conv2D(W=_as_float(W), b=None if b is None else _as_float(b),
                              stride=stride, padding=pad, rounding="floor", backend=backend)
 
@@ -282,11 +283,12 @@ class Convolution:
         dtype = np.result_type(x.dtype, np.asarray(self.W).dtype,
                                *([] if self.b is None else [np.asarray(self.b).dtype]))
         self._sync(dtype)
+        self._dtype = dtype  # the gradient is computed in the forward's dtype
         return self._layer.forward(x.astype(dtype, copy=False))
 
     def backward(self, dout):
-        dtype = self._layer._cache[0].dtype
-        dx = self._layer.backward(np.asarray(dout).astype(dtype, copy=False))
+        # before any forward the layer itself raises ForwardNotCalledError
+        dx = self._layer.backward(np.asarray(dout).astype(self._dtype, copy=False))
         W = np.asarray(self.W)
         self.dW = self._layer.grads["W"].astype(W.dtype, copy=False).reshape(W.shape)
         if self.b is None:
@@ -307,16 +309,17 @@ class Pooling:
         self.pad = pad
         self.x = None
         self.arg_max = None
+        self._dtype = None
         self._layer = MaxPool2D((pool_h, pool_w), stride, pad, rounding="floor",
                                 backend=backend)
 
     def forward(self, x):
         self.x = x
         out = self._layer.forward(_as_float(x))
-        self.arg_max = self._layer._indices
+        self.arg_max = self._layer.indices
+        self._dtype = out.dtype
         return out
 
     def backward(self, dout):
-        dout = np.asarray(dout)
-        dtype = self._layer._cache[0].dtype
-        return self._layer.backward(dout.astype(dtype, copy=False))
+        # before any forward the layer itself raises ForwardNotCalledError
+        return self._layer.backward(np.asarray(dout).astype(self._dtype, copy=False))

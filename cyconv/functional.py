@@ -10,9 +10,10 @@ and ``grad_output`` (giving both is an error).
 
 Every function validates and normalises its inputs once, resolves the window
 geometry with :func:`cyconv.resolve_geometry` (the shape rule), and then
-dispatches through the layer registry to a backend's kernels: ``backend=None``
-follows the preference order (``cython`` first when it is built), a named
-backend is used exactly or raises.  Inputs are never mutated; non-contiguous,
+runs a kernel set from :mod:`cyconv.backends` (the ``run_*`` functions, which
+the layer classes call as well): ``backend=None`` follows the preference order
+(``cython`` first when it is built), a named backend is used exactly or
+raises.  Inputs are never mutated; non-contiguous,
 read-only and big-endian arrays are accepted (copied once when needed).
 """
 
@@ -23,7 +24,6 @@ import inspect
 
 import numpy as np
 
-from ._registry import get_layer
 from ._shapes import as_pair, check_rounding, resolve_geometry, winograd_serves
 from ._threads import resolve_num_threads
 from ._validation import (
@@ -35,6 +35,7 @@ from ._validation import (
     check_shape,
     converted_dtype_message,
 )
+from .backends import kernels_for
 
 __all__ = [
     "conv2d",
@@ -141,8 +142,10 @@ def check_avg_options(count_include_pad, divisor_override):
     return bool(count_include_pad), divisor_override
 
 
-def _kernels(layer_name, backend):
-    return get_layer(layer_name, backend).kernels
+#: The kernel-set functions each operation needs (a backend serves it when it has them).
+CONV2D_KERNELS = ("conv2d_forward", "conv2d_backward")
+MAX_POOL2D_KERNELS = ("max_pool2d_forward", "max_pool2d_backward")
+AVG_POOL2D_KERNELS = ("avg_pool2d_forward", "avg_pool2d_backward")
 
 
 #: ``algorithm=`` values of the convolutions; a backend lists the ones it
@@ -237,7 +240,12 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, 
     """
     x, w, b, groups, geom = prepare_conv(input, weight, bias, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, rounding=rounding)
-    kernels = _kernels("Conv2D", backend)
+    return run_conv2d(kernels_for(CONV2D_KERNELS, backend, layer="Conv2D"), x, w, b, geom,
+                      groups, n_threads, algorithm)
+
+
+def run_conv2d(kernels, x, w, b, geom, groups, n_threads=None, algorithm="auto"):
+    """:func:`conv2d` on prepared arrays (:func:`prepare_conv`) and a kernel set."""
     return kernels.conv2d_forward(x, w, b, geom, groups, resolve_num_threads(n_threads),
                                   **conv_algorithm_options(algorithm, geom, kernels))
 
@@ -273,9 +281,18 @@ def conv2d_backward(grad_output, input, weight, stride=1, padding=0, dilation=1,
     x, w, _, groups, geom = prepare_conv(input, weight, None, stride=stride, padding=padding,
                                          dilation=dilation, groups=groups, rounding=rounding)
     dy = check_grad_output(grad_output, x, w.shape[0], geom)
-    kernels = _kernels("Conv2D", backend)
+    return run_conv2d_backward(kernels_for(CONV2D_KERNELS, backend, layer="Conv2D"), dy, x, w,
+                               geom, groups, n_threads, algorithm)
+
+
+def run_conv2d_backward(kernels, dy, x, w, geom, groups, n_threads=None, algorithm="auto",
+                        need_dx=True):
+    """:func:`conv2d_backward` on prepared arrays; ``need_dx=False`` returns dx None."""
+    # passed only when False, so a kernel set without the option still serves backward
+    extra = {} if need_dx else {"need_dx": False}
+    extra.update(conv_algorithm_options(algorithm, geom, kernels))
     return kernels.conv2d_backward(dy, x, w, geom, groups, resolve_num_threads(n_threads),
-                                   **conv_algorithm_options(algorithm, geom, kernels))
+                                   **extra)
 
 
 # -- pooling -------------------------------------------------------------------
@@ -327,9 +344,19 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     x, geom = prepare_pool(input, kernel_size, stride=stride, padding=padding,
                            dilation=dilation, rounding=rounding, ceil_mode=ceil_mode,
                            layer="max_pool2d")
-    kernels = _kernels("MaxPool2D", backend)
-    y, indices = kernels.max_pool2d_forward(x, geom, resolve_num_threads(n_threads))
+    y, indices = run_max_pool2d(kernels_for(MAX_POOL2D_KERNELS, backend, layer="MaxPool2D"),
+                                x, geom, n_threads)
     return (y, indices) if return_indices else y
+
+
+def run_max_pool2d(kernels, x, geom, n_threads=None):
+    """:func:`max_pool2d` on a prepared input (:func:`prepare_pool`): ``(y, indices)``."""
+    return kernels.max_pool2d_forward(x, geom, resolve_num_threads(n_threads))
+
+
+def run_max_pool2d_backward(kernels, dy, indices, x_shape, n_threads=None):
+    """:func:`max_pool2d_backward` given the forward's ``indices``."""
+    return kernels.max_pool2d_backward(dy, indices, x_shape, resolve_num_threads(n_threads))
 
 
 @_short_names(dy="grad_output", x="input")
@@ -352,13 +379,13 @@ def max_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
                            dilation=dilation, rounding=rounding, ceil_mode=ceil_mode,
                            layer="max_pool2d")
     dy = check_grad_output(grad_output, x, x.shape[1], geom)
-    kernels = _kernels("MaxPool2D", backend)
+    kernels = kernels_for(MAX_POOL2D_KERNELS, backend, layer="MaxPool2D")
     threads = resolve_num_threads(n_threads)
     if indices is None:
-        _, indices = kernels.max_pool2d_forward(x, geom, threads)
+        _, indices = run_max_pool2d(kernels, x, geom, threads)
     else:
         indices = _check_indices(indices, dy.shape, x.shape[2] * x.shape[3])
-    return kernels.max_pool2d_backward(dy, indices, x.shape, threads)
+    return run_max_pool2d_backward(kernels, dy, indices, x.shape, threads)
 
 
 def _check_indices(indices, shape, plane_size):
@@ -407,9 +434,21 @@ def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
     x, geom = prepare_pool(input, kernel_size, stride=stride, padding=padding, dilation=1,
                            rounding=rounding, ceil_mode=ceil_mode, layer="avg_pool2d")
     count_include_pad, divisor_override = check_avg_options(count_include_pad, divisor_override)
-    kernels = _kernels("AvgPool2D", backend)
+    return run_avg_pool2d(kernels_for(AVG_POOL2D_KERNELS, backend, layer="AvgPool2D"), x, geom,
+                          count_include_pad, divisor_override, n_threads)
+
+
+def run_avg_pool2d(kernels, x, geom, count_include_pad, divisor_override, n_threads=None):
+    """:func:`avg_pool2d` on a prepared input and checked options (:func:`check_avg_options`)."""
     return kernels.avg_pool2d_forward(x, geom, count_include_pad, divisor_override,
                                       resolve_num_threads(n_threads))
+
+
+def run_avg_pool2d_backward(kernels, dy, x_shape, geom, count_include_pad, divisor_override,
+                            n_threads=None):
+    """:func:`avg_pool2d_backward` on a checked gradient."""
+    return kernels.avg_pool2d_backward(dy, x_shape, geom, count_include_pad, divisor_override,
+                                       resolve_num_threads(n_threads))
 
 
 @_short_names(dy="grad_output", x="input")
@@ -430,6 +469,6 @@ def avg_pool2d_backward(grad_output, input, kernel_size, stride=None, padding=0,
                            rounding=rounding, ceil_mode=ceil_mode, layer="avg_pool2d")
     count_include_pad, divisor_override = check_avg_options(count_include_pad, divisor_override)
     dy = check_grad_output(grad_output, x, x.shape[1], geom)
-    kernels = _kernels("AvgPool2D", backend)
-    return kernels.avg_pool2d_backward(dy, x.shape, geom, count_include_pad, divisor_override,
-                                       resolve_num_threads(n_threads))
+    return run_avg_pool2d_backward(kernels_for(AVG_POOL2D_KERNELS, backend, layer="AvgPool2D"),
+                                   dy, x.shape, geom, count_include_pad, divisor_override,
+                                   n_threads)

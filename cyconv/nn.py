@@ -129,10 +129,10 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"layer {i} must be a cyconv.Layer instance, got {layer!r}")
         loss = None
-        if getattr(layers[-1], "is_loss", False) or isinstance(layers[-1], SoftmaxWithLoss):
+        if layers[-1].is_loss:
             loss = layers.pop()
         for i, layer in enumerate(layers):
-            if getattr(layer, "is_loss", False) or isinstance(layer, SoftmaxWithLoss):
+            if layer.is_loss:
                 raise ValueError(f"layer {i} ({_layer_label(layer)}) is a loss layer; "
                                  f"it may only be the last layer")
         self.layers = layers
@@ -162,7 +162,7 @@ class Sequential:
         for i, layer in enumerate(self.layers):
             if self.weight_init is not None and hasattr(layer, "weight_init"):
                 layer.weight_init = self.weight_init
-            if rng is not None and isinstance(layer, Dropout):
+            if rng is not None and layer.stochastic and hasattr(layer, "rng"):  # seeded draws
                 layer.rng = np.random.default_rng(rng.integers(2**63))
             try:
                 out = layer.build(shape, dtype=self.dtype, rng=rng)

@@ -30,6 +30,7 @@ import numbers
 import numpy as np
 
 from ._threads import resolve_num_threads
+from .backends import BackendError, kernels_for
 
 __all__ = [
     "OPTIMIZERS",
@@ -175,12 +176,15 @@ class RMSprop(Optimizer):
 
 
 def _fused_adam():
-    """The compiled one-pass Adam step, or None without the extension."""
+    """The preferred backend's one-pass Adam step, or None where no backend has one.
+
+    Chosen like a layer's kernels (:mod:`cyconv.backends`): the first backend in
+    the preference order whose kernel set has ``adam_update``.
+    """
     try:
-        from .backends.cython_backend import adam_update
-    except ImportError:
+        return kernels_for(("adam_update",), layer="Adam").adam_update
+    except BackendError:  # no available backend has it: the NumPy code below
         return None
-    return adam_update
 
 
 def _fusable(p, g, m, v):

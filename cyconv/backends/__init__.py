@@ -1,12 +1,12 @@
 """Backends: the kernels behind the layers.
 
-A backend supplies a *kernel set*: an object (usually a module) with the
-functions below (a kernel set serves the layers that use it: a Conv2D needs only
-the conv2d pair).  Layer classes carry their kernel set in the class attribute
-``kernels``; the compiled backend registers subclasses of the reference layers
-that only swap that attribute.  The functional API looks up the layer class in
-the registry and calls its kernels, so a plugin backend that registers its own
-``Conv2D`` also gets ``cyconv.conv2d(..., backend="plugin")``.
+A backend is a *kernel set*: an object (usually a module) with some of the
+functions below, registered here by name (:data:`KERNEL_SETS`).  A layer
+declares the kernels it needs (``Layer.kernels_needed``); a backend serves it
+when it has every one of them (``hasattr``, as NetworkX's dispatcher checks).
+The functional API and the layers choose a kernel set here, by name or by the
+preference order (:func:`preference_order`); the layer registry builds on this
+table and never the other way round.
 
 Kernel contract (inputs already validated and normalised by the public
 boundary: C-contiguous, native byte order, float32 or float64, one dtype per
@@ -43,10 +43,43 @@ extent ``[-pad_top, H + pad_bottom)``, otherwise only input elements;
 ``divisor_override`` replaces both.
 """
 
+from __future__ import annotations
 
-class SerialBuildWarning(UserWarning):
-    """More than one thread was asked of a compiled backend built without OpenMP.
+from . import numpy_backend
+from ._kernel_sets import (
+    BUILTIN_BACKENDS,
+    BackendError,
+    BackendFallbackWarning,
+    KernelSets,
+    SerialBuildWarning,
+    environment_backends,
+    ordered,
+    pop_preference,
+    preference_order,
+    push_preference,
+)
 
-    The kernels still run, on one thread; rebuild with an OpenMP runtime
-    (``libgomp``) for multithreading.  Issued once per process.
-    """
+try:
+    from . import cython_backend
+except ImportError as _exc:
+    cython_backend = None
+    _CYTHON_ERROR = f"the compiled extension failed to import ({_exc})"
+
+__all__ = ["BUILTIN_BACKENDS", "BackendError", "BackendFallbackWarning", "KERNEL_SETS",
+           "KernelSets", "SerialBuildWarning", "environment_backends", "kernels_for", "ordered",
+           "pop_preference", "preference_order", "push_preference"]
+
+#: The kernel sets: ``numpy`` always, ``cython`` where the extension loads.
+KERNEL_SETS = KernelSets()
+KERNEL_SETS.add("numpy", numpy_backend)
+if cython_backend is None:
+    KERNEL_SETS.unavailable["cython"] = _CYTHON_ERROR
+else:
+    KERNEL_SETS.add("cython", cython_backend)
+
+
+def kernels_for(needed, backend=None, *, layer):
+    """The kernel set that serves ``needed`` (see :meth:`KernelSets.select`)."""
+    return KERNEL_SETS.select(needed, backend, layer=layer)[1]
+
+

@@ -26,11 +26,11 @@ import warnings
 import numpy as np
 
 from cyconv._shapes import winograd_serves
-from cyconv.backends import SerialBuildWarning
 from cyconv_ext import _blas_limit, _openmp_helpers
 
 from .._cpu import import_kernels
 from . import _gemm_blas
+from ._kernel_sets import SerialBuildWarning
 
 # The build of those modules that this CPU runs best (baseline, avx2 or
 # avx512; CYCONV_CPU_FEATURES overrides): see cyconv/_cpu.py.

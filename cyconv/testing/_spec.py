@@ -78,8 +78,8 @@ def resolve_spec(layer_or_name, backend=None, layer_kwargs=None, input_shape=Non
     else:
         raise TypeError(f"expected a layer name, a cyconv.Layer subclass or instance, got "
                         f"{layer_or_name!r}")
-    if isinstance(cls, type) and cls.__dict__.get("_front", False):  # cyconv.Conv2D itself
-        cls = get_layer(cls.name, backend)
+    if cls.picks_backend():  # cyconv.Conv2D itself: the class registered for the backend
+        cls = get_layer(cls.name, template.backend if template is not None else backend)
     name = cls.name or cls.__name__
     table = BUILTIN_SETTINGS.get(cls.name, {})
     attrs = {a: getattr(cls, a, None) for a in _SPEC_ATTRS}

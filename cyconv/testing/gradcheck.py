@@ -283,10 +283,9 @@ def gradcheck(f, inputs, backward, *, mode="auto", eps=1e-6, rtol=1e-5, atol=1e-
 
 
 def spec_flag(layer, attr):
-    """A boolean spec flag, as the layer (class or instance) declares it.
-
-    The built-in layers declare theirs (``SoftmaxWithLoss.is_loss``,
-    ``Dropout.stochastic``, ``BatchNorm.batch_coupled``), as plugins do.
+    """A boolean tag of the layer, class or instance (:data:`cyconv.layers.TAGS`:
+    ``SoftmaxWithLoss.is_loss``, ``Dropout.stochastic``, ``BatchNorm.batch_coupled``,
+    ...), as built-in layers and plugins declare it; False if it lacks it.
 
     Parameters
     ----------
