@@ -22,9 +22,9 @@ PACKAGE = Path(cyconv.__file__).parent
 
 #: Lines above which a module is too long to read as one piece.
 MAX_LINES = 600
-#: Modules over the limit that other work owns (issue 13 splits them separately);
-#: this list may only shrink.
-KNOWN_LONG = {"bench.py", "nn.py", "testing/checks.py", "testing/strategies.py"}
+#: Modules a few lines over the limit (bench.py 640, nn.py 603 lines when this was
+#: written); this list may only shrink.
+KNOWN_LONG = {"bench.py", "nn.py"}
 
 
 def _module_name(path):
