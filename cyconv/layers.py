@@ -21,6 +21,7 @@ import numbers
 import numpy as np
 
 from . import functional as F
+from ._blas import matmul
 from ._registry import REGISTRY, get_layer
 from ._shapes import as_pair, check_rounding, resolve_geometry, validate_window_options
 from ._threads import resolve_num_threads
@@ -490,15 +491,15 @@ class Affine(Layer):
         self._shape = x.shape
         self._x = x.reshape(x.shape[0], -1)
         self._w = w
-        y = self._x @ w
+        y = matmul(self._x, w)
         return y + b[0] if b else y
 
     def backward(self, dout):
         dout = self._check_dout(dout, (self._x.shape[0], self._w.shape[1]))
-        self.grads["W"] = (self._x.T @ dout).astype(self.params["W"].dtype, copy=False)
+        self.grads["W"] = matmul(self._x.T, dout).astype(self.params["W"].dtype, copy=False)
         if "b" in self.params:
             self.grads["b"] = dout.sum(axis=0).astype(self.params["b"].dtype, copy=False)
-        return (dout @ self._w.T).reshape(self._shape)
+        return matmul(dout, self._w.T).reshape(self._shape)
 
 
 class ReLU(Layer):
