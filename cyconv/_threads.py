@@ -242,8 +242,8 @@ def set_num_threads(n_threads):
         ``None`` to go back to the default (``CYCONV_NUM_THREADS`` or all cores).
         It governs cyconv's OpenMP kernels and numpy's BLAS inside cyconv's
         products alike; a count out of range warns here, once (see the
-        module docstring).  Safe to call while other threads compute: each call reads the setting
-        once, when it starts.  In a ``fork()`` child of a process that ran
+        module docstring).  Safe to call while other threads compute: each
+        call reads the setting once, when it starts.  In a ``fork()`` child of a process that ran
         threaded kernels the setting is kept but kernels run on one thread
         (see :class:`ThreadsAfterForkWarning`).
     """
