@@ -222,9 +222,10 @@ def resolve_num_threads(n_threads=None):
     global _threads_resolved
     if n_threads is None:
         n_threads = explicit_num_threads()
-        if n_threads is None:
-            n_threads = max_usable_threads()
-    n_threads = _in_range(_check_count(n_threads, "n_threads"))
+    if n_threads is None:
+        n_threads = max_usable_threads()  # in range by definition: not checked again
+    else:
+        n_threads = _in_range(_check_count(n_threads, "n_threads"))
     if n_threads > 1:
         if _forked_after_threads:
             return _single_thread_after_fork()
