@@ -289,12 +289,14 @@ def get_num_threads():
 
 
 #: Multiply-adds a BLAS product needs per thread before cyconv gives it
-#: another.  Waking a BLAS thread (OpenBLAS's own pthreads pool, which spins
-#: and then sleeps) costs tens of microseconds on an idle machine and
-#: milliseconds on a busy one, where a woken thread waits for a core: at 2**23
-#: a thread's share is a few hundred microseconds of work, and a training
-#: batch's Affine (32 x 480 x 100, 1.5 million) runs on one thread.  Measured
-#: in docs/performance.md, "One thread knob".
+#: another.  Waking a BLAS thread (OpenBLAS's own pthreads pool) pays on a
+#: machine with free cores and costs milliseconds on a busy one, where the
+#: woken thread waits for a core.  Measured on the 2-core development machine
+#: (docs/performance.md, "One thread knob"): two threads gained 1.2x at 1.5
+#: million multiply-adds and 1.9x from 32 million when it was quiet, and lost
+#: 3-9x at every size at load 9.  At 2**23 a thread's share is about 0.2 ms of
+#: work there, and a training batch's Affine (32 x 480 x 100, 1.5 million)
+#: runs on one thread.
 BLAS_WORK_PER_THREAD = 1 << 23
 
 
