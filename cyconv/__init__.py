@@ -46,7 +46,12 @@ from ._shapes import (
     pool_output_size,
     resolve_geometry,
 )
-from ._threads import ThreadsAfterForkWarning, get_num_threads, set_num_threads
+from ._threads import (
+    ThreadCountWarning,
+    ThreadsAfterForkWarning,
+    get_num_threads,
+    set_num_threads,
+)
 from .backends import SerialBuildWarning
 from .functional import (
     avg_pool2d,
@@ -91,7 +96,8 @@ __all__ = [
     "Affine", "AvgPool2D", "BackendError", "BackendFallbackWarning", "BatchNorm", "Conv2D",
     "Dropout", "Flatten", "ForwardNotCalledError", "Geometry", "Layer", "LayerNotFoundError", "MaxPool2D",
     "PluginLoadWarning", "ReLU", "SerialBuildWarning",
-    "ShapeError", "Sigmoid", "SoftmaxWithLoss", "ThreadsAfterForkWarning", "avg_pool2d",
+    "ShapeError", "Sigmoid", "SoftmaxWithLoss", "ThreadCountWarning", "ThreadsAfterForkWarning",
+    "avg_pool2d",
     "avg_pool2d_backward",
     "backends_for", "conv2d", "conv2d_backward", "conv_output_size", "create_layer",
     "get_include", "get_layer", "get_num_threads", "list_backends", "list_layers", "load_plugins",

@@ -89,27 +89,14 @@ def _weight_init(text):
 
 # -- helpers -----------------------------------------------------------------------
 
-@contextlib.contextmanager
 def _threads(n):
-    """Use ``n`` threads for cyconv's kernels and for BLAS (None: leave as is)."""
+    """Use ``n`` threads for all of cyconv's work, OpenMP kernels and BLAS products alike
+    (the one knob, cyconv._threads), in this thread; None: leave the setting as it is."""
     if n is None:
-        yield
-        return
-    import cyconv
+        return contextlib.nullcontext()
+    from ._threads import local_num_threads
 
-    previous = cyconv.get_num_threads()
-    cyconv.set_num_threads(n)
-    count = cyconv.get_num_threads()
-    try:
-        try:
-            from threadpoolctl import threadpool_limits
-        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            yield
-            return
-        with threadpool_limits(limits=count, user_api="blas"):
-            yield
-    finally:
-        cyconv.set_num_threads(previous)
+    return local_num_threads(n)
 
 
 def _check_backend(backend):

@@ -42,12 +42,9 @@ def config_info():
                 if i.get("user_api") == "blas"]
     except ImportError:
         blas = ["threadpoolctl not installed"]
-    try:
-        from .backends.cython_backend import GEMM_BLAS
-        gemm_blas = (f"{GEMM_BLAS.api} ({GEMM_BLAS.path or 'library file unknown'}), "
-                     f"{GEMM_BLAS.note}")
-    except ImportError as exc:
-        gemm_blas = f"compiled backend missing ({exc})"
+    from ._blas import NUMPY_BLAS
+    blas_threads = (f"numpy's {NUMPY_BLAS.api} ({NUMPY_BLAS.path or 'library file unknown'}): "
+                    f"{NUMPY_BLAS.note}")
     plugins = REGISTRY.plugin_report()
     algorithms = {}
     for backend in REGISTRY.all_backends():
@@ -68,7 +65,7 @@ def config_info():
         "threads": get_num_threads(),
         "usable cores": max_usable_threads(),
         "blas": blas,
-        "conv gemm blas": gemm_blas,
+        "blas threads": blas_threads,
         "backends": {b: REGISTRY.unavailable_backends.get(b, "available")
                      for b in REGISTRY.all_backends()},
         "layers": {name: REGISTRY.backends_for(name) for name in list_layers()},

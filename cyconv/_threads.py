@@ -8,8 +8,24 @@
   nanny sets ``OMP_NUM_THREADS=1`` in the parent before spawning its workers)
   does not change this process's thread count.
 * A negative count counts back from that maximum: ``-1`` is all cores,
-  ``-2`` all but one (never fewer than one).
+  ``-2`` all but one.
+* Out of range -- one rule, never silent: a count outside ``1`` to
+  :func:`max_usable_threads` gets one :class:`ThreadCountWarning` (per count
+  and core count, per process) and then runs as close to the request as
+  possible.  A count above the usable cores is honoured, as PyTorch's
+  ``set_num_threads`` and scikit-learn's ``n_jobs`` honour it (someone
+  measuring oversubscription asked for it; everyone else learns that the
+  extra threads only wait for a core).  A negative count that counts back
+  past the first core (``-3`` on 2 cores) runs on one thread.
 * ``0`` is an error, as is anything that is not an integer.
+* One count governs all of cyconv's threads: the OpenMP kernels run it, and
+  numpy's BLAS runs it inside cyconv's matrix products (``Affine``, the numpy
+  backend's convolution), see :mod:`cyconv._blas`; outside cyconv's calls the
+  user's BLAS setting (``OPENBLAS_NUM_THREADS``, ``threadpool_limits``) is in
+  force.  Like the kernels, a product runs fewer threads than the count when
+  it is too small to pay for waking them (:func:`threads_for_work`; BLAS
+  threads cost more to wake than OpenMP's, so they need more work each,
+  :data:`BLAS_WORK_PER_THREAD`): the count is a maximum, as PyTorch's is.
 * In a process made by ``fork()`` after cyconv ran threaded kernels in the
   parent, every count resolves to 1 (with one :class:`ThreadsAfterForkWarning`):
   GNU OpenMP (libgomp) keeps the parent's thread pool in its state, but the
@@ -21,7 +37,8 @@
 
 Kernels only ever see the positive count returned by
 :func:`resolve_num_threads`, so every ``prange`` kernel (conv, pools, ReLU,
-Adam, and compiled plugins that ask :func:`get_num_threads`) is covered here.
+Adam, and compiled plugins that ask :func:`get_num_threads`) and every BLAS
+product (:func:`blas_thread_count`) is covered here.
 
 :func:`local_num_threads` overrides the setting for the calling thread only
 (a Dask task on a threaded worker, an MPI rank's training loop), so that code
@@ -37,7 +54,8 @@ import threading
 import warnings
 
 __all__ = ["set_num_threads", "get_num_threads", "resolve_num_threads", "max_usable_threads",
-           "ThreadsAfterForkWarning"]
+           "ThreadsAfterForkWarning", "ThreadCountWarning", "blas_thread_count",
+           "threads_for_work"]
 
 _lock = threading.Lock()
 _global_setting = None  # None: follow CYCONV_NUM_THREADS / all cores
@@ -110,6 +128,43 @@ def _single_thread_after_fork():
     return 1
 
 
+class ThreadCountWarning(RuntimeWarning):
+    """A thread count outside 1 to :func:`max_usable_threads` was asked for: a
+    count above the cores runs as asked, one counting back past the first core
+    runs on one thread (see :mod:`cyconv._threads`)."""
+
+
+_warned_counts = set()  # (requested, cores) said once each
+
+
+def _warn_out_of_range(requested, cores, runs):
+    if (requested, cores) in _warned_counts:
+        return
+    _warned_counts.add((requested, cores))
+    if requested > 0:
+        message = (f"cyconv: thread count {requested} is more than the {cores} usable cores; "
+                   f"cyconv runs {requested} threads as asked (OpenMP kernels and BLAS "
+                   f"products), and the extra ones only wait for a core. Use None or -1 for "
+                   f"all usable cores.")
+    else:
+        message = (f"cyconv: thread count {requested} counts back past the first of the "
+                   f"{cores} usable cores (-1 is all of them, -{cores} one); cyconv runs "
+                   f"{runs} thread.")
+    warnings.warn(message, ThreadCountWarning, stacklevel=4)
+
+
+def _in_range(n_threads):
+    """A checked nonzero count as the positive count it runs (the out-of-range rule)."""
+    if n_threads == 1:  # in range everywhere: no need to count the cores
+        return 1
+    cores = max_usable_threads()
+    runs = cores + 1 + n_threads if n_threads < 0 else n_threads
+    if runs < 1 or runs > cores:
+        runs = max(runs, 1)
+        _warn_out_of_range(n_threads, cores, runs)
+    return runs
+
+
 def max_usable_threads():
     """Cores this process may use: :func:`usable_cores`, capped by ``OMP_NUM_THREADS`` at import."""
     cores = usable_cores()
@@ -117,6 +172,8 @@ def max_usable_threads():
 
 
 def _check_count(n_threads, name):
+    if type(n_threads) is int and n_threads > 0:  # the common case, without the ABC check
+        return n_threads
     if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
         raise TypeError(f"{name} must be an int or None, got {n_threads!r}")
     if n_threads == 0:
@@ -165,11 +222,10 @@ def resolve_num_threads(n_threads=None):
     global _threads_resolved
     if n_threads is None:
         n_threads = explicit_num_threads()
-        if n_threads is None:
-            n_threads = max_usable_threads()
-    n_threads = _check_count(n_threads, "n_threads")
-    if n_threads < 0:
-        n_threads = max(max_usable_threads() + 1 + n_threads, 1)
+    if n_threads is None:
+        n_threads = max_usable_threads()  # in range by definition: not checked again
+    else:
+        n_threads = _in_range(_check_count(n_threads, "n_threads"))
     if n_threads > 1:
         if _forked_after_threads:
             return _single_thread_after_fork()
@@ -185,14 +241,16 @@ def set_num_threads(n_threads):
     n_threads : int or None
         A positive count, a negative count (``-1`` = all usable cores), or
         ``None`` to go back to the default (``CYCONV_NUM_THREADS`` or all cores).
-        Safe to call while other threads compute: each call reads the setting
-        once, when it starts.  In a ``fork()`` child of a process that ran
+        It governs cyconv's OpenMP kernels and numpy's BLAS inside cyconv's
+        products alike; a count out of range warns here, once (see the
+        module docstring).  Safe to call while other threads compute: each
+        call reads the setting once, when it starts.  In a ``fork()`` child of a process that ran
         threaded kernels the setting is kept but kernels run on one thread
         (see :class:`ThreadsAfterForkWarning`).
     """
     global _global_setting
     if n_threads is not None:
-        _check_count(n_threads, "n_threads")
+        _in_range(_check_count(n_threads, "n_threads"))
     with _lock:
         _global_setting = n_threads
 
@@ -228,3 +286,27 @@ def get_num_threads():
     """Return the thread count a kernel started now would use (a positive int;
     1 in a ``fork()`` child of a process that ran threaded kernels)."""
     return resolve_num_threads(None)
+
+
+#: Multiply-adds a BLAS product needs per thread before cyconv gives it
+#: another.  Waking a BLAS thread (OpenBLAS's own pthreads pool) pays on a
+#: machine with free cores and costs milliseconds on a busy one, where the
+#: woken thread waits for a core.  Measured on the 2-core development machine
+#: (docs/performance.md, "One thread knob"): two threads gained 1.2x at 1.5
+#: million multiply-adds and 1.9x from 32 million when it was quiet, and lost
+#: 3-9x at every size at load 9.  At 2**23 a thread's share is about 0.2 ms of
+#: work there, and a training batch's Affine (32 x 480 x 100, 1.5 million)
+#: runs on one thread.
+BLAS_WORK_PER_THREAD = 1 << 23
+
+
+def threads_for_work(n_threads, work, work_per_thread):
+    """The threads worth waking for ``work`` units: ``n_threads`` (resolved,
+    positive) at most, one per ``work_per_thread``, at least 1."""
+    return int(max(1, min(int(n_threads), int(work) // work_per_thread)))
+
+
+def blas_thread_count(n_threads, work):
+    """The BLAS threads for a product of ``work`` multiply-adds under the
+    request ``n_threads`` (None: this thread's setting; see the module docstring)."""
+    return threads_for_work(resolve_num_threads(n_threads), work, BLAS_WORK_PER_THREAD)

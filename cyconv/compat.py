@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._blas import matmul
 from .layers import Conv2D, MaxPool2D
 from .layers import SoftmaxWithLoss as _SoftmaxWithLoss
 
@@ -123,11 +124,11 @@ class Affine:
         self.original_x_shape = x.shape
         x = x.reshape(x.shape[0], -1)
         self.x = x
-        return np.dot(self.x, self.W) + self.b
+        return matmul(self.x, self.W) + self.b
 
     def backward(self, dout):
-        dx = np.dot(dout, self.W.T)
-        self.dW = np.dot(self.x.T, dout)
+        dx = matmul(dout, self.W.T)
+        self.dW = matmul(self.x.T, dout)
         self.db = np.sum(dout, axis=0)
         return dx.reshape(*self.original_x_shape)
 

@@ -31,8 +31,9 @@ Design:
 * Results: a block's output is ``net.predict(block)`` (or ``net.transform``),
   so the result is bitwise equal to single-process calls over the same batches.
   NumPy's matrix product (``Affine``) rounds differently for other batch sizes
-  or BLAS thread counts (a worker's BLAS runs one thread: the nanny sets
-  ``OPENBLAS_NUM_THREADS=1``), by about one unit in the last place.
+  or BLAS thread counts, by about one unit in the last place; inside cyconv's
+  products BLAS runs the task's cyconv thread count (one thread knob, see
+  :mod:`cyconv._threads`), and a product below 2**24 multiply-adds runs one.
 * NumPy input is scattered in chunks, once; Dask cannot recompute scattered
   data, so losing a worker that holds a chunk fails that call.  A dask array
   read from storage (``da.from_zarr``, ``da.from_delayed`` loaders, ...) is

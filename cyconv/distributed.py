@@ -33,9 +33,10 @@ Design:
   :meth:`DistributedTrainer.save_params` writes on rank 0 only.
 * Threads: each rank's kernels use ``threads_per_rank`` threads (default: an
   explicit ``cyconv.set_num_threads``/``CYCONV_NUM_THREADS``, else this node's
-  cores shared out among the node's ranks), set for the training thread only,
-  and BLAS is limited to the same count while :meth:`train` runs (restored
-  after); more threads than the node's cores is refused.
+  cores shared out among the node's ranks), set for the training thread only
+  (``local_num_threads``), and, being cyconv's one thread knob, it governs the
+  rank's BLAS products too (cyconv's own calls only; the user's BLAS setting is
+  in force between them); more threads than the node's cores is refused.
 * A rank that raises does not leave the others waiting in a collective: the
   trainer's collective sections run under :func:`abort_on_error`, which prints
   the traceback and calls ``MPI.COMM_WORLD.Abort``, ending the whole job.
@@ -228,11 +229,9 @@ class DistributedTrainer(Trainer):
     # -- public ----------------------------------------------------------------------------
     def train(self):
         """Train on every rank; return the :class:`~cyconv.training.History` (global values)."""
-        from threadpoolctl import threadpool_limits
-
         with abort_on_error(self.comm):
-            with _threads.local_num_threads(self.threads_per_rank), \
-                    threadpool_limits(limits=self.threads_per_rank, user_api="blas"):
+            # the one knob: the rank's OpenMP kernels and its BLAS products alike
+            with _threads.local_num_threads(self.threads_per_rank):
                 return super().train()
 
     def evaluate(self, x, t):

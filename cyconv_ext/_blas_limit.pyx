@@ -1,80 +1,92 @@
-# Design: the "BLAS on one thread" limit the convolution kernels run under
-# (their single-threaded GEMMs are called from inside OpenMP threads, so the
-# BLAS library must not start threads of its own).
+# Design: numpy's BLAS runs cyconv's thread count inside cyconv's matrix
+# products (cyconv._blas.matmul: Affine, the numpy backend's convolution, the
+# textbook-compat Affine), and the user's count everywhere else.
 #
-# * One process-wide, reference-counted limit: the first caller in saves the
-#   library's thread count and sets 1, the last one out sets the saved count
-#   back -- unless the count is no longer 1 when it leaves (the user changed it
-#   meanwhile: their setting wins).  Concurrent conv calls from several Python
-#   threads therefore share one limit, and outside cyconv's calls the user's
-#   setting is always in force.
+# * One process-wide, reference-counted setting, because the BLAS library's
+#   thread count is one process-wide number: the first caller in saves the
+#   library's count, every caller in sets its own count (so overlapping calls
+#   from several Python threads run the most recent entrant's count), and the
+#   last one out sets the saved count back -- unless the count is no longer
+#   the one cyconv set when it leaves (the user changed it meanwhile: their
+#   setting wins).  Outside cyconv's calls the user's setting is in force.
 # * Entering and leaving are C functions that hold the GIL and run no Python
 #   code, so the GIL is the lock: no other Python thread, no signal handler
 #   (KeyboardInterrupt), no PyThreadState_SetAsyncExc can run between the depth
-#   count and the limit/restore.  CPython delivers those only after a call
+#   count and the set/restore.  CPython delivers those only after a call
 #   returns, on backward jumps and at function starts, so a ``with`` statement
-#   whose ``__enter__`` returned always reaches ``__exit__`` (bpo-29988).  (The
-#   earlier Python guard could be interrupted inside its ``__enter__`` and stay
+#   whose ``__enter__`` returned always reaches ``__exit__`` (bpo-29988).  (A
+#   Python guard can be interrupted inside its ``__enter__`` and stay
 #   "entered" for the rest of the process.)
-# * The limit goes straight to the library's own setter
-#   (openblas_set_num_threads, ...), bound once by address
-#   (cyconv.backends._gemm_blas finds the library scipy's cython_blas, the one
-#   the kernels call, resolves to).  threadpoolctl is not involved: 3.8 lets
-#   only one "controlling" Python thread change OpenBLAS and silently ignores
-#   the others, 3.1 does not know scipy's bundled OpenBLAS at all, and either
-#   would change every BLAS in the process, numpy's too.
+# * The count goes straight to the library's own setter
+#   (openblas_set_num_threads, ...), bound once by address (cyconv._blas finds
+#   the library numpy's ``_multiarray_umath`` resolves to).  threadpoolctl is
+#   not involved: 3.8 lets only one "controlling" Python thread change
+#   OpenBLAS and silently ignores the others, 3.1 does not know the
+#   ``libscipy_openblas`` of numpy's wheels at all, and a ``threadpool_limits``
+#   costs tens of microseconds, as much as a small Affine's whole product.
 # * fork(): the child has only the forking thread, which is not inside a
-#   kernel, so ``after_fork_in_child`` drops the depth to 0 and restores.
+#   product, so ``after_fork_in_child`` drops the depth to 0 and restores.
 
 ctypedef int (*get_threads_t)() noexcept nogil
 ctypedef void (*set_threads_t)(int) noexcept nogil
 
 cdef get_threads_t _get_threads = NULL
 cdef set_threads_t _set_threads = NULL
-cdef Py_ssize_t _depth = 0      # callers inside the limit
-cdef int _saved = 0             # the count the first caller found
-cdef bint _limited = False      # the first caller changed it (to 1)
+cdef Py_ssize_t _depth = 0      # callers inside
+cdef int _saved = 0             # the count the first caller found (the user's)
+cdef int _applied = 0           # the count cyconv last set (0: it set none)
 
 
 def bind(size_t get_address, size_t set_address):
     """Control the library whose ``int get(void)`` / ``void set(int)``
     thread-count functions live at these addresses (0, 0: no library, the
-    guard then does nothing).  Only while no caller is inside the limit."""
+    guard then does nothing).  Only while no caller is inside."""
     global _get_threads, _set_threads
     if _depth:
-        raise RuntimeError("cannot rebind the BLAS guard while a kernel runs under it")
+        raise RuntimeError("cannot rebind the BLAS guard while a call runs under it")
     if (get_address == 0) != (set_address == 0):
         raise ValueError("bind() needs both thread-count functions or neither")
     _get_threads = <get_threads_t>get_address
     _set_threads = <set_threads_t>set_address
 
 
-cdef void _enter() noexcept:
-    global _depth, _saved, _limited
+cdef void _enter(int n_threads) noexcept:
+    global _depth, _saved, _applied
     _depth += 1
-    if _depth == 1 and _get_threads != NULL:
-        _saved = _get_threads()
-        _limited = _saved > 1
-        if _limited:
-            _set_threads(1)
+    if _get_threads == NULL:
+        return
+    cdef int now = _get_threads()
+    if _depth == 1:
+        _saved = now
+        _applied = 0
+    if now != n_threads:
+        _set_threads(n_threads)
+        _applied = n_threads
 
 
 cdef void _leave() noexcept:
-    global _depth, _limited
+    global _depth, _applied
     if _depth == 0:
         return
     _depth -= 1
-    if _depth == 0 and _limited:
-        _limited = False
-        if _get_threads() == 1:
+    if _depth == 0 and _applied:
+        if _get_threads() == _applied:
             _set_threads(_saved)
+        _applied = 0
 
 
-cdef class OneBlasThread:
-    """``with OneBlasThread():`` -- the bound BLAS runs one thread inside."""
+cdef class BlasThreads:
+    """``with BlasThreads(n):`` -- the bound BLAS runs ``n`` (>= 1) threads inside."""
+
+    cdef int n_threads
+
+    def __cinit__(self, int n_threads):
+        if n_threads < 1:
+            raise ValueError(f"BlasThreads needs a positive thread count, got {n_threads}")
+        self.n_threads = n_threads
 
     def __enter__(self):
-        _enter()
+        _enter(self.n_threads)
         return self
 
     def __exit__(self, exc_type, exc_value, traceback):
@@ -83,7 +95,7 @@ cdef class OneBlasThread:
 
 
 def depth():
-    """How many callers are inside the limit now."""
+    """How many callers are inside now."""
     return _depth
 
 
@@ -95,8 +107,8 @@ def blas_threads():
 
 
 def after_fork_in_child():
-    """In a fork() child: the callers inside the limit were other threads of
-    the parent, absent here; leave for all of them (restores the count)."""
+    """In a fork() child: the callers inside were other threads of the
+    parent, absent here; leave for all of them (restores the count)."""
     global _depth
     if _depth:
         _depth = 1

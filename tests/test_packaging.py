@@ -111,6 +111,16 @@ def test_sdist_holds_the_sources_and_no_build_products(sdist):
     assert "Classifier: Programming Language :: Cython" in pkg_info
 
 
+def test_the_metadata_names_the_projects_home(sdist):
+    """[project.urls] (github.com/cyconv/cyconv is a placeholder for the real repository)."""
+    with tarfile.open(sdist) as tar:
+        pkg_info = tar.extractfile(f"cyconv-{VERSION}/PKG-INFO").read().decode()
+    urls = dict(line.split(": ", 1)[1].split(", ", 1) for line in pkg_info.splitlines()
+                if line.startswith("Project-URL: "))
+    assert {k.lower() for k in urls} == {"homepage", "source", "documentation", "issues"}
+    assert all(url.startswith("https://github.com/cyconv/cyconv") for url in urls.values())
+
+
 def test_wheel_from_sdist_in_a_fresh_venv(sdist, tmp_path):
     venv = tmp_path / "venv"
     _run([sys.executable, "-m", "venv", venv], cwd=tmp_path)

@@ -142,6 +142,69 @@ def test_setting_is_process_wide():
     assert get_num_threads() == 3
 
 
+# -- out-of-range counts: one rule, never silent ------------------------------------------------
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """Pretend the affinity mask holds two cores, with no count warned about yet."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(_threads, "_warned_counts", set())
+    return 2
+
+
+def _thread_count_warnings(fn, *args):
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fn(*args)
+    return result, [str(w.message) for w in caught
+                    if issubclass(w.category, cyconv.ThreadCountWarning)]
+
+
+def test_counting_back_past_the_first_core_runs_one_thread_and_says_so(two_cores):
+    count, said = _thread_count_warnings(resolve_num_threads, -3)
+    assert count == 1
+    assert len(said) == 1 and "-3 counts back past the first of the 2 usable cores" in said[0]
+    assert "runs 1 thread" in said[0]
+    assert _thread_count_warnings(resolve_num_threads, -3) == (1, [])  # once per count
+    x, w = np.ones((1, 1, 4, 4)), np.ones((1, 1, 3, 3))
+    _, said = _thread_count_warnings(lambda: cyconv.conv2d(x, w, n_threads=-4))
+    assert len(said) == 1 and "-4 counts back" in said[0]
+
+
+def test_more_threads_than_cores_are_honoured_and_said_once(two_cores):
+    _, said = _thread_count_warnings(set_num_threads, 100)
+    assert len(said) == 1 and "100 is more than the 2 usable cores" in said[0]
+    assert "runs 100 threads as asked" in said[0]
+    assert _thread_count_warnings(get_num_threads) == (100, [])  # said at set time, once
+
+
+def test_an_out_of_range_environment_count_is_said_at_first_use(two_cores, monkeypatch):
+    monkeypatch.setenv("CYCONV_NUM_THREADS", "5")
+    count, said = _thread_count_warnings(get_num_threads)
+    assert count == 5 and len(said) == 1 and "5 is more than the 2 usable cores" in said[0]
+
+    def inside_local():
+        with local_num_threads(-9) as count:
+            return count
+
+    count, said = _thread_count_warnings(inside_local)
+    assert count == 1 and len(said) == 1 and "-9 counts back" in said[0]
+
+
+@pytest.mark.parametrize("count", [1, 2, -1, -2, None])
+def test_counts_in_range_say_nothing(two_cores, count):
+    _, said = _thread_count_warnings(set_num_threads, count)
+    assert said == []
+    _, said = _thread_count_warnings(get_num_threads)
+    assert said == []
+
+
+def test_the_warning_is_a_runtime_warning_exported_at_the_top():
+    assert issubclass(cyconv.ThreadCountWarning, RuntimeWarning)
+    assert "ThreadCountWarning" in cyconv.__all__
+
+
 # -- local_num_threads: one thread's override --------------------------------------------------
 
 def test_local_setting_is_this_threads_only(six_cores):

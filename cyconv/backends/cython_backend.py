@@ -10,26 +10,21 @@ assumed validated by the public boundary (see :mod:`cyconv.backends`);
 arrays).  The modules come in one build per CPU variant; the import below
 takes the one :mod:`cyconv._cpu` selected.  ``n_threads`` is a resolved positive int.
 
-Convolution calls single-threaded BLAS GEMMs from inside its OpenMP threads,
-so BLAS must not start threads of its own: every conv call runs under
-:class:`cyconv_ext._blas_limit.OneBlasThread`, a process-wide one-thread
-limit on the BLAS library the GEMMs call (found by
-:mod:`cyconv.backends._gemm_blas`), shared by concurrent callers (the first
-in sets it, the last out restores it) and safe against interrupts.
+No kernel here calls BLAS: convolution's GEMMs are cyconv's own
+(``cyconv_ext/include/cyconv_gemm.h``), run on the kernel's OpenMP threads.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 
 import numpy as np
 
 from cyconv._shapes import winograd_serves
-from cyconv_ext import _blas_limit, _openmp_helpers
+from cyconv._threads import threads_for_work
+from cyconv_ext import _openmp_helpers
 
 from .._cpu import import_kernels
-from . import _gemm_blas
 from ._kernel_sets import SerialBuildWarning
 
 # The build of those modules that this CPU runs best (baseline, avx2 or
@@ -51,14 +46,6 @@ __all__ = [
 _EMPTY = {np.dtype(np.float32): np.empty(0, np.float32),
           np.dtype(np.float64): np.empty(0, np.float64)}
 _EMPTY4 = {dtype: empty.reshape(0, 0, 0, 0) for dtype, empty in _EMPTY.items()}
-
-GEMM_BLAS = _gemm_blas.find_gemm_blas()
-_blas_limit.bind(GEMM_BLAS.get_address, GEMM_BLAS.set_address)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_blas_limit.after_fork_in_child)
-# ``with _blas_guard():`` -- entering and leaving are C calls (see _blas_limit.pyx).
-_blas_guard = _blas_limit.OneBlasThread
-
 
 # Below this much work (multiply-adds or elements visited) per thread, waking
 # another OpenMP thread costs more than it saves -- on a loaded machine a
@@ -89,7 +76,7 @@ def _warn_serial_build(n_threads):
 def _useful_threads(n_threads, work):
     if n_threads > 1 and not OPENMP_ENABLED:
         _warn_serial_build(n_threads)
-    return int(max(1, min(int(n_threads), work // WORK_PER_THREAD)))
+    return threads_for_work(n_threads, work, WORK_PER_THREAD)
 
 
 def _conv_work(x, w, geom):
@@ -187,16 +174,15 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
     w = np.ascontiguousarray(w, dtype=x.dtype)
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     out_shape = (x.shape[0], w.shape[0], geom.out_h, geom.out_w)
-    with _blas_guard():
-        if conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm) == "winograd":
-            y = _winograd_conv(x, w, bias, out_shape, geom.pad_top, geom.pad_left, groups,
-                               n_threads)
-            if y is not None:
-                return y
-        y = np.empty(out_shape, dtype=x.dtype)
-        _conv.conv2d_forward(x, w, _EMPTY[x.dtype] if bias is None else bias, y, geom,
-                             int(groups), b is not None,
-                             _useful_threads(n_threads, _conv_work(x, w, geom)))
+    if conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm) == "winograd":
+        y = _winograd_conv(x, w, bias, out_shape, geom.pad_top, geom.pad_left, groups,
+                           n_threads)
+        if y is not None:
+            return y
+    y = np.empty(out_shape, dtype=x.dtype)
+    _conv.conv2d_forward(x, w, _EMPTY[x.dtype] if bias is None else bias, y, geom,
+                         int(groups), b is not None,
+                         _useful_threads(n_threads, _conv_work(x, w, geom)))
     return y
 
 
@@ -224,28 +210,27 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
     w = np.ascontiguousarray(w, dtype=x.dtype)
     db = np.empty(w.shape[0], dtype=x.dtype)
     dx = dw = None
-    with _blas_guard():
-        finite = True
-        if need_dx and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
-                                        "input_grad") == "winograd":
-            dx = _winograd_conv(dy, _flipped_kernel(w, groups), None, x.shape,
-                                2 - geom.pad_top, 2 - geom.pad_left, groups, n_threads)
-            finite = dx is not None
-        if finite and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
-                                       "weight_grad") == "winograd":
-            dw = _winograd_weight_grad(dy, x, w, geom, groups, n_threads)
-            finite = dw is not None
-        if not finite:
-            dx = dw = None
-        gemm_dx, gemm_dw = need_dx and dx is None, dw is None
-        if gemm_dx or gemm_dw:
-            dx = np.empty_like(x) if gemm_dx else dx
-            dw = np.empty_like(w) if gemm_dw else dw
-            work = (int(gemm_dx) + int(gemm_dw)) * _conv_work(x, w, geom)
-            _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, geom,
-                                  int(groups), _useful_threads(n_threads, work), gemm_dx,
-                                  gemm_dw)
-        _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
+    finite = True
+    if need_dx and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
+                                    "input_grad") == "winograd":
+        dx = _winograd_conv(dy, _flipped_kernel(w, groups), None, x.shape,
+                            2 - geom.pad_top, 2 - geom.pad_left, groups, n_threads)
+        finite = dx is not None
+    if finite and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
+                                   "weight_grad") == "winograd":
+        dw = _winograd_weight_grad(dy, x, w, geom, groups, n_threads)
+        finite = dw is not None
+    if not finite:
+        dx = dw = None
+    gemm_dx, gemm_dw = need_dx and dx is None, dw is None
+    if gemm_dx or gemm_dw:
+        dx = np.empty_like(x) if gemm_dx else dx
+        dw = np.empty_like(w) if gemm_dw else dw
+        work = (int(gemm_dx) + int(gemm_dw)) * _conv_work(x, w, geom)
+        _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, geom,
+                              int(groups), _useful_threads(n_threads, work), gemm_dx,
+                              gemm_dw)
+    _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
     return dx, dw, db
 
 

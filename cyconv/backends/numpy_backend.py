@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cyconv._blas import matmul
+
 __all__ = [
     "im2col",
     "col2im",
@@ -95,7 +97,8 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="gemm"):
     y = np.empty((n, geom.out_h, geom.out_w, oc), dtype=x.dtype)
     for g in range(groups):
         w_mat = w[g * ocg:(g + 1) * ocg].reshape(ocg, -1)
-        y[..., g * ocg:(g + 1) * ocg] = (cols[g] @ w_mat.T).reshape(n, geom.out_h, geom.out_w, ocg)
+        y[..., g * ocg:(g + 1) * ocg] = matmul(cols[g], w_mat.T, n_threads).reshape(
+            n, geom.out_h, geom.out_w, ocg)
     if b is not None:
         y += b
     return np.ascontiguousarray(y.transpose(0, 3, 1, 2))
@@ -113,9 +116,10 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
     for g in range(groups):
         dy_g = dy_mat[:, g * ocg:(g + 1) * ocg]
         w_mat = w[g * ocg:(g + 1) * ocg].reshape(ocg, -1)
-        dw[g * ocg:(g + 1) * ocg] = (dy_g.T @ cols[g]).reshape(w[g * ocg:(g + 1) * ocg].shape)
+        dw[g * ocg:(g + 1) * ocg] = matmul(dy_g.T, cols[g], n_threads).reshape(
+            w[g * ocg:(g + 1) * ocg].shape)
         if need_dx:
-            dcol = (dy_g @ w_mat).reshape(n, geom.out_h, geom.out_w, cg, geom.kernel_h,
+            dcol = matmul(dy_g, w_mat, n_threads).reshape(n, geom.out_h, geom.out_w, cg, geom.kernel_h,
                                           geom.kernel_w)
             dcols[:, g * cg:(g + 1) * cg] = dcol.transpose(0, 3, 4, 5, 1, 2)
     dx = np.ascontiguousarray(col2im(dcols, x.shape, geom)) if need_dx else None

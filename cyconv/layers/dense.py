@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._blas import matmul
 from .._validation import as_float_array, check_positive_int
 from ._base import Layer, init_weights, promote, seed_only
 
@@ -64,16 +65,16 @@ class Affine(Layer):
         self._shape = x.shape
         self._x = x.reshape(x.shape[0], -1)
         self._w = w
-        y = self._x @ w
+        y = matmul(self._x, w)
         return y + b[0] if b else y
 
     def backward(self, dout):
         shape, x, w = self._saved("_shape", "_x", "_w")
         dout = self._check_dout(dout, (x.shape[0], w.shape[1]))
-        self.grads["W"] = (x.T @ dout).astype(self.params["W"].dtype, copy=False)
+        self.grads["W"] = matmul(x.T, dout).astype(self.params["W"].dtype, copy=False)
         if "b" in self.params:
             self.grads["b"] = dout.sum(axis=0).astype(self.params["b"].dtype, copy=False)
-        return (dout @ w.T).reshape(shape)
+        return matmul(dout, w.T).reshape(shape)
 
 
 class Flatten(Layer):
