@@ -31,6 +31,7 @@ from cyconv_ext import _blas_limit, _openmp_helpers
 
 from .._cpu import import_kernels
 from . import _gemm_blas
+from ._pool_tables import avg_divisor, pool_windows
 
 # The build of those modules that this CPU runs best (baseline, avx2 or
 # avx512; CYCONV_CPU_FEATURES overrides): see cyconv/_cpu.py.
@@ -240,7 +241,7 @@ def max_pool2d_forward(x, geom, n_threads=1):
     shape = (x.shape[0], x.shape[1], geom.out_h, geom.out_w)
     y = np.empty(shape, dtype=x.dtype)
     indices = np.empty(shape, dtype=np.int64)
-    _pool.max_pool2d_forward(x, y, indices, geom,
+    _pool.max_pool2d_forward(x, y, indices, geom, pool_windows(geom),
                              _useful_threads(n_threads, _pool_work(shape, geom)))
     return y, indices
 
@@ -256,8 +257,8 @@ def max_pool2d_backward(dy, indices, x_shape, n_threads=1):
 def avg_pool2d_forward(x, geom, count_include_pad=True, divisor_override=None, n_threads=1):
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], x.shape[1], geom.out_h, geom.out_w), dtype=x.dtype)
-    div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, x.dtype)
-    _pool.avg_pool2d_forward(x, y, div, geom,
+    div = avg_divisor(geom, count_include_pad, divisor_override, x.dtype)
+    _pool.avg_pool2d_forward(x, y, div, geom, pool_windows(geom),
                              _useful_threads(n_threads, _pool_work(y.shape, geom)))
     return y
 
@@ -266,8 +267,8 @@ def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_overr
                         n_threads=1):
     dy = np.ascontiguousarray(dy)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype)
-    div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, dy.dtype)
-    _pool.avg_pool2d_backward(dy, dx, div, geom,
+    div = avg_divisor(geom, count_include_pad, divisor_override, dy.dtype)
+    _pool.avg_pool2d_backward(dy, dx, div, geom, pool_windows(geom),
                               _useful_threads(n_threads, _pool_work(dy.shape, geom)))
     return dx
 
