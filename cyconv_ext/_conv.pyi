@@ -27,6 +27,12 @@ def conv2d_backward(
     geom: Any,
     groups: int,
     n_threads: int,
+    need_dx: bool = True,
+) -> None: ...
+def bias_grad(
+    dy: npt.NDArray[np.floating],
+    db: npt.NDArray[np.floating],
+    n_threads: int,
 ) -> None: ...
 def ox_ranges(
     W: int, OW: int, KW: int, SW: int, PL: int, DW: int
