@@ -270,36 +270,46 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
     inside): one vectorisable pass per tap in row-major tap order, then the
     winning tap numbers become input offsets.  Border outputs: per-window
     scan (_window_argmax).  Both implement the same tie/NaN rule."""
-    cdef index_t W = g.W, OW = g.OW, SW = g.SW, KT = g.KH * g.KW
+    # locals, not struct reads: the int64 stores into ind may alias any index_t
+    # field for the compiler, which would then reload it in every iteration
+    cdef index_t W = g.W, OH = g.OH, OW = g.OW, SW = g.SW, KT = g.KH * g.KW
+    cdef index_t dh = g.DH, dw = g.DW, oya = t.oya, oyb = t.oyb, oxa = t.oxa, oxb = t.oxb
+    cdef const index_t* ys = t.ys
+    cdef const index_t* kylo = t.kylo
+    cdef const index_t* kyhi = t.kyhi
+    cdef const index_t* xs = t.xs
+    cdef const index_t* kxlo = t.kxlo
+    cdef const index_t* kxhi = t.kxhi
+    cdef const index_t* tapoff = t.tapoff
     cdef index_t oy, ox, o, k, r, i
-    cdef index_t nr = t.oyb - t.oya, n = t.oxb - t.oxa, rs = g.SH * W, base
+    cdef index_t nr = oyb - oya, n = oxb - oxa, rs = g.SH * W, base
     cdef floating_t best
     cdef const floating_t* src
     cdef floating_t* m
     if nr > 0 and n > 0:
-        base = t.ys[t.oya] * W + t.xs[t.oxa]
+        base = ys[oya] * W + xs[oxa]
         src = plane + base
-        m = y + t.oya * OW + t.oxa
+        m = y + oya * OW + oxa
         if KT == 1:
             for r in range(nr):
                 for i in range(n):
                     m[r * OW + i] = src[r * rs + i * SW]
                     tap[r * n + i] = 0
         else:
-            _max_pair(src, rs, m, OW, tap, t.tapoff[1], nr, n, SW)
+            _max_pair(src, rs, m, OW, tap, tapoff[1], nr, n, SW)
         for k in range(2, KT):
-            _max_tap(src + t.tapoff[k], rs, m, OW, tap, k, nr, n, SW)
+            _max_tap(src + tapoff[k], rs, m, OW, tap, k, nr, n, SW)
         for r in range(nr):
             for i in range(n):
-                ind[(t.oya + r) * OW + t.oxa + i] = (base + r * rs + i * SW
-                                                     + t.tapoff[<index_t>tap[r * n + i]])
-    for oy in range(g.OH):
+                ind[(oya + r) * OW + oxa + i] = (base + r * rs + i * SW
+                                                 + tapoff[<index_t>tap[r * n + i]])
+    for oy in range(OH):
         for ox in range(OW):
-            if t.oya <= oy < t.oyb and t.oxa <= ox < t.oxb:
+            if oya <= oy < oyb and oxa <= ox < oxb:
                 continue
             o = oy * OW + ox
-            ind[o] = _window_argmax(plane, t.ys[oy], t.xs[ox], W, g.DH, g.DW,
-                                    t.kylo[oy], t.kyhi[oy], t.kxlo[ox], t.kxhi[ox], &best)
+            ind[o] = _window_argmax(plane, ys[oy], xs[ox], W, dh, dw,
+                                    kylo[oy], kyhi[oy], kxlo[ox], kxhi[ox], &best)
             y[o] = best
 
 
@@ -385,15 +395,21 @@ cdef inline void _avg_pool_plane(const floating_t* plane,      # IN  (H*W)
                                  const floating_t* div,        # IN  (OH*OW)
                                  const window_geom* g,
                                  const pool_tables* t) noexcept nogil:
-    cdef index_t W = g.W, OW = g.OW, dh = g.DH, dw = g.DW
+    cdef index_t W = g.W, OH = g.OH, OW = g.OW, dh = g.DH, dw = g.DW
+    cdef const index_t* ys = t.ys
+    cdef const index_t* kylo = t.kylo
+    cdef const index_t* kyhi = t.kyhi
+    cdef const index_t* xs = t.xs
+    cdef const index_t* kxlo = t.kxlo
+    cdef const index_t* kxhi = t.kxhi
     cdef index_t oy, ox, ky, kx, off
     cdef floating_t s
-    for oy in range(g.OH):
+    for oy in range(OH):
         for ox in range(OW):
             s = 0
-            for ky in range(t.kylo[oy], t.kyhi[oy]):
-                off = (t.ys[oy] + ky * dh) * W + t.xs[ox]
-                for kx in range(t.kxlo[ox], t.kxhi[ox]):
+            for ky in range(kylo[oy], kyhi[oy]):
+                off = (ys[oy] + ky * dh) * W + xs[ox]
+                for kx in range(kxlo[ox], kxhi[ox]):
                     s = s + plane[off + kx * dw]
             y[oy * OW + ox] = s / div[oy * OW + ox]
 
@@ -442,16 +458,22 @@ cdef inline void _avg_unpool_plane(const floating_t* dy,       # IN  (OH*OW)
                                    const floating_t* div,      # IN  (OH*OW)
                                    const window_geom* g,
                                    const pool_tables* t) noexcept nogil:
-    cdef index_t W = g.W, OW = g.OW, dh = g.DH, dw = g.DW
+    cdef index_t W = g.W, OH = g.OH, OW = g.OW, dh = g.DH, dw = g.DW
+    cdef const index_t* ys = t.ys
+    cdef const index_t* kylo = t.kylo
+    cdef const index_t* kyhi = t.kyhi
+    cdef const index_t* xs = t.xs
+    cdef const index_t* kxlo = t.kxlo
+    cdef const index_t* kxhi = t.kxhi
     cdef index_t oy, ox, ky, kx, off
     cdef floating_t share
     memset(dx, 0, g.H * W * sizeof(floating_t))
-    for oy in range(g.OH):
+    for oy in range(OH):
         for ox in range(OW):
             share = dy[oy * OW + ox] / div[oy * OW + ox]
-            for ky in range(t.kylo[oy], t.kyhi[oy]):
-                off = (t.ys[oy] + ky * dh) * W + t.xs[ox]
-                for kx in range(t.kxlo[ox], t.kxhi[ox]):
+            for ky in range(kylo[oy], kyhi[oy]):
+                off = (ys[oy] + ky * dh) * W + xs[ox]
+                for kx in range(kxlo[ox], kxhi[ox]):
                     dx[off + kx * dw] += share
 
 

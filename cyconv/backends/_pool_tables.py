@@ -10,9 +10,12 @@ tables.  Every table is O(OH + OW + KH*KW), never per output element.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
+
+from cyconv._shapes import Geometry
 
 __all__ = ["PoolWindows", "avg_divisor", "clip_table", "pool_windows"]
 
@@ -85,7 +88,18 @@ class PoolWindows(NamedTuple):
 
 
 def pool_windows(geom):
-    """The :class:`PoolWindows` of ``geom``."""
+    """The :class:`PoolWindows` of ``geom`` (read-only arrays).
+
+    Cached per :class:`~cyconv._shapes.Geometry` (hashable, immutable): a
+    layer pools one geometry call after call, and building the tables costs
+    about as much as pooling a small batch.
+    """
+    if isinstance(geom, Geometry):
+        return _cached_pool_windows(geom)
+    return _pool_windows(geom)
+
+
+def _pool_windows(geom):
     rows = clip_table(geom.out_h, geom.stride_h, geom.pad_top, geom.dilation_h,
                       geom.kernel_h, geom.in_h)
     cols = clip_table(geom.out_w, geom.stride_w, geom.pad_left, geom.dilation_w,
@@ -101,3 +115,6 @@ def pool_windows(geom):
     for table in (rows, cols, tap_offsets):
         table.flags.writeable = False
     return PoolWindows(rows, cols, interior, tap_offsets)
+
+
+_cached_pool_windows = functools.lru_cache(maxsize=256)(_pool_windows)
