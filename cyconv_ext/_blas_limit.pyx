@@ -1,30 +1,19 @@
 # Design: the "BLAS on one thread" limit the convolution kernels run under
-# (their single-threaded GEMMs are called from inside OpenMP threads, so the
-# BLAS library must not start threads of its own).
+# (their single-threaded GEMMs run inside OpenMP threads, so the BLAS library
+# must not start threads of its own).
 #
 # * One process-wide, reference-counted limit: the first caller in saves the
-#   library's thread count and sets 1, the last one out sets the saved count
-#   back -- unless the count is no longer 1 when it leaves (the user changed it
-#   meanwhile: their setting wins).  Concurrent conv calls from several Python
-#   threads therefore share one limit, and outside cyconv's calls the user's
-#   setting is always in force.
+#   library's thread count and sets 1, the last one out restores it -- unless
+#   the count is no longer 1 then (the user changed it meanwhile: theirs wins).
 # * Entering and leaving are C functions that hold the GIL and run no Python
-#   code, so the GIL is the lock: no other Python thread, no signal handler
-#   (KeyboardInterrupt), no PyThreadState_SetAsyncExc can run between the depth
-#   count and the limit/restore.  CPython delivers those only after a call
-#   returns, on backward jumps and at function starts, so a ``with`` statement
-#   whose ``__enter__`` returned always reaches ``__exit__`` (bpo-29988).  (The
-#   earlier Python guard could be interrupted inside its ``__enter__`` and stay
-#   "entered" for the rest of the process.)
-# * The limit goes straight to the library's own setter
-#   (openblas_set_num_threads, ...), bound once by address
-#   (cyconv.backends._gemm_blas finds the library scipy's cython_blas, the one
-#   the kernels call, resolves to).  threadpoolctl is not involved: 3.8 lets
-#   only one "controlling" Python thread change OpenBLAS and silently ignores
-#   the others, 3.1 does not know scipy's bundled OpenBLAS at all, and either
-#   would change every BLAS in the process, numpy's too.
-# * fork(): the child has only the forking thread, which is not inside a
-#   kernel, so ``after_fork_in_child`` drops the depth to 0 and restores.
+#   code, so the GIL is the lock and no signal or async exception can land
+#   between the depth count and the limit (a ``with`` whose ``__enter__``
+#   returned always reaches ``__exit__``, bpo-29988).
+# * The limit goes straight to the library's own setter, bound by address
+#   (cyconv.backends._gemm_blas finds it); not threadpoolctl, which changes
+#   every BLAS in the process and, in 3.8, ignores all but one Python thread.
+# * fork(): the child has only the forking thread, outside any kernel, so
+#   ``after_fork_in_child`` drops the depth to 0 and restores.
 
 ctypedef int (*get_threads_t)() noexcept nogil
 ctypedef void (*set_threads_t)(int) noexcept nogil

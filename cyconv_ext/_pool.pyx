@@ -1,43 +1,18 @@
-# Design: max- and average-pooling kernels as direct loops.
+# Design: max- and average-pooling kernels as direct loops over read-only tables.
 #
-# Parallelism: one ``prange`` over planes (plane = n*C + c), schedule
-# "static": every plane costs the same and a static partition keeps each
-# thread on one contiguous slab of memory.  A plane owns its whole output
-# (forward) and its whole input gradient (backward), so no two threads ever
-# write the same element: race free by construction, and every element is
-# computed by the same sequential code whatever the thread count, so results
-# are bitwise identical for any ``n_threads``.
-#
-# Window bounds are clipped once per output row / column (tables computed
-# before the parallel region, shared read-only), so inner loops touch only
-# input elements and contain no padding tests.
-#
-# Max pooling, loop order per plane: the interior block (outputs whose whole
-# window is inside the input) is done tap by tap -- one pass over the block
-# for the first two taps (CYCONV_MAX_PAIR), then one per further tap in
-# row-major order (CYCONV_MAX_TAP), each comparing and selecting with branch
-# free masks that the compiler vectorises (the winning tap number is kept in
-# the value type so that the selects stay one width) -- then tap numbers
-# become flat offsets.  Random data made the obvious
-# per-window loop mispredict about every other comparison (3x slower).  The
-# border outputs scan their clipped window directly.  Both paths implement
-# the contract's rule: strict '>' keeps the first maximum, a NaN replaces a
+# Invariants.  One ``prange`` over planes (n*C + c), schedule "static"; a plane
+# owns its output and its dx (backward zeroes its own plane, then scatters),
+# so the loops are race free and results bitwise identical for any
+# ``n_threads``.  Window bounds, the interior block, tap offsets and the
+# average divisor come from the wrapper (cyconv/backends/_pool_tables.py) and
+# are read only; inner loops touch input elements only (no padding tests).
+# Tie rule (both paths): strict '>' keeps the first maximum, a NaN replaces a
 # number and nothing replaces a NaN, a window without input gives -inf / -1.
-# The common 2x2 stride-2 pool with every window inside has its own path:
-# one prange over all output rows of all planes (a 12x12 plane is too small
-# to amortise per-plane set-up), each row one vectorised pass over four taps
-# (CYCONV_MAX_2X2S2_ROW); a row holding a NaN is redone by the window scan.
-# Average pooling: per output, sum of the window's input elements divided by
-# the PyTorch divisor (table); 2x2 stride-2 windows have an unrolled path.
-#
-# Backward kernels zero their own plane of ``dx`` inside the parallel loop
-# (the caller may pass ``np.empty``), then scatter-add into it; max-pool
-# backward scatters through the int64 argmax indices of its own plane, in
-# output order (the same order as the NumPy reference, so identical sums).
-#
-# Workspace per call: small index tables (OH + OW + KH*KW entries), for
-# average pooling one (OH, OW) divisor table, and for max pooling one
-# OH*OW tap scratch per thread.
+# Max pooling: the interior block goes tap by tap through branch-free select
+# loops, borders scan their clipped window; 2x2 stride-2 with every window
+# inside has a row kernel (a row holding NaN is redone by the scan).  Those
+# select loops are C (per-type macros): they need ``restrict``, which Cython
+# cannot express (fused-type versions measured ~2x slower, docs/performance.md).
 
 cimport cython
 from cython.parallel cimport prange

@@ -4,7 +4,9 @@ Each function allocates its outputs and hands them to a kernel in
 :mod:`cyconv_ext._conv`, :mod:`cyconv_ext._pool` or :mod:`cyconv_ext._elementwise`
 (ReLU); ``adam_update`` serves :class:`cyconv.optim.Adam` from
 :mod:`cyconv_ext._optim` (see the "Design:" comment
-at the top of each for loop order, parallelisation and workspace).  Inputs are
+at the top of each for loop order, parallelisation and workspace).  Python-level
+preparation stays here: the pooling kernels receive their window tables and
+average divisor from :mod:`cyconv.backends._pool_tables`.  Inputs are
 assumed validated by the public boundary (see :mod:`cyconv.backends`);
 ``np.ascontiguousarray`` is applied defensively (a no-op for conforming
 arrays).  The modules come in one build per CPU variant; the import below
