@@ -239,30 +239,22 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
                                  floating_t* y,                 # OUT (OH*OW)
                                  int64_t* ind,                  # OUT (OH*OW)
                                  floating_t* tap,               # scratch (OH*OW)
-                                 const window_geom* g,
-                                 const pool_tables* t) noexcept nogil:
+                                 window_geom g, pool_tables t) noexcept nogil:
     """Interior block (rows [oya, oyb) x cols [oxa, oxb), windows fully
     inside): one vectorisable pass per tap in row-major tap order, then the
     winning tap numbers become input offsets.  Border outputs: per-window
     scan (_window_argmax).  Both implement the same tie/NaN rule."""
-    # locals, not struct reads: the int64 stores into ind may alias any index_t
-    # field for the compiler, which would then reload it in every iteration
-    cdef index_t W = g.W, OH = g.OH, OW = g.OW, SW = g.SW, KT = g.KH * g.KW
-    cdef index_t dh = g.DH, dw = g.DW, oya = t.oya, oyb = t.oyb, oxa = t.oxa, oxb = t.oxb
-    cdef const index_t* ys = t.ys
-    cdef const index_t* kylo = t.kylo
-    cdef const index_t* kyhi = t.kyhi
-    cdef const index_t* xs = t.xs
-    cdef const index_t* kxlo = t.kxlo
-    cdef const index_t* kxhi = t.kxhi
-    cdef const index_t* tapoff = t.tapoff
+    # g and t come by value: local copies that no store through y or ind can
+    # alias, so the compiler keeps their fields in registers
+    cdef index_t W = g.W, OW = g.OW, SW = g.SW, KT = g.KH * g.KW
+    cdef index_t oya = t.oya, oyb = t.oyb, oxa = t.oxa, oxb = t.oxb
     cdef index_t oy, ox, o, k, r, i
     cdef index_t nr = oyb - oya, n = oxb - oxa, rs = g.SH * W, base
     cdef floating_t best
     cdef const floating_t* src
     cdef floating_t* m
     if nr > 0 and n > 0:
-        base = ys[oya] * W + xs[oxa]
+        base = t.ys[oya] * W + t.xs[oxa]
         src = plane + base
         m = y + oya * OW + oxa
         if KT == 1:
@@ -271,20 +263,20 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
                     m[r * OW + i] = src[r * rs + i * SW]
                     tap[r * n + i] = 0
         else:
-            _max_pair(src, rs, m, OW, tap, tapoff[1], nr, n, SW)
+            _max_pair(src, rs, m, OW, tap, t.tapoff[1], nr, n, SW)
         for k in range(2, KT):
-            _max_tap(src + tapoff[k], rs, m, OW, tap, k, nr, n, SW)
+            _max_tap(src + t.tapoff[k], rs, m, OW, tap, k, nr, n, SW)
         for r in range(nr):
             for i in range(n):
                 ind[(oya + r) * OW + oxa + i] = (base + r * rs + i * SW
-                                                 + tapoff[<index_t>tap[r * n + i]])
-    for oy in range(OH):
+                                                 + t.tapoff[<index_t>tap[r * n + i]])
+    for oy in range(g.OH):
         for ox in range(OW):
             if oya <= oy < oyb and oxa <= ox < oxb:
                 continue
             o = oy * OW + ox
-            ind[o] = _window_argmax(plane, ys[oy], xs[ox], W, dh, dw,
-                                    kylo[oy], kyhi[oy], kxlo[ox], kxhi[ox], &best)
+            ind[o] = _window_argmax(plane, t.ys[oy], t.xs[ox], W, g.DH, g.DW,
+                                    t.kylo[oy], t.kyhi[oy], t.kxlo[ox], t.kxhi[ox], &best)
             y[o] = best
 
 
@@ -326,7 +318,7 @@ def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
                 c = p % C
                 tid = omp_get_thread_num()
                 _max_pool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &indices[n, c, 0, 0],
-                                scratch + tid * OH * OW, &g, &t)
+                                scratch + tid * OH * OW, g, t)
     finally:
         free(scratch)
 
@@ -368,23 +360,16 @@ def max_pool2d_backward(const floating_t[:, :, :, ::1] dy,     # IN  (N, C, OH, 
 cdef inline void _avg_pool_plane(const floating_t* plane,      # IN  (H*W)
                                  floating_t* y,                # OUT (OH*OW)
                                  const floating_t* div,        # IN  (OH*OW)
-                                 const window_geom* g,
-                                 const pool_tables* t) noexcept nogil:
-    cdef index_t W = g.W, OH = g.OH, OW = g.OW, dh = g.DH, dw = g.DW
-    cdef const index_t* ys = t.ys
-    cdef const index_t* kylo = t.kylo
-    cdef const index_t* kyhi = t.kyhi
-    cdef const index_t* xs = t.xs
-    cdef const index_t* kxlo = t.kxlo
-    cdef const index_t* kxhi = t.kxhi
+                                 window_geom g, pool_tables t) noexcept nogil:
+    cdef index_t W = g.W, OW = g.OW, dh = g.DH, dw = g.DW
     cdef index_t oy, ox, ky, kx, off
     cdef floating_t s
-    for oy in range(OH):
+    for oy in range(g.OH):
         for ox in range(OW):
             s = 0
-            for ky in range(kylo[oy], kyhi[oy]):
-                off = (ys[oy] + ky * dh) * W + xs[ox]
-                for kx in range(kxlo[ox], kxhi[ox]):
+            for ky in range(t.kylo[oy], t.kyhi[oy]):
+                off = (t.ys[oy] + ky * dh) * W + t.xs[ox]
+                for kx in range(t.kxlo[ox], t.kxhi[ox]):
                     s = s + plane[off + kx * dw]
             y[oy * OW + ox] = s / div[oy * OW + ox]
 
@@ -425,30 +410,23 @@ def avg_pool2d_forward(const floating_t[:, :, :, ::1] x,       # IN  (N, C, H, W
             if fast:
                 _avg_pool_plane_2x2s2(&x[n, c, 0, 0], &y[n, c, 0, 0], &divisor[0, 0], W, OH, OW)
             else:
-                _avg_pool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &divisor[0, 0], &g, &t)
+                _avg_pool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &divisor[0, 0], g, t)
 
 
 cdef inline void _avg_unpool_plane(const floating_t* dy,       # IN  (OH*OW)
                                    floating_t* dx,             # OUT (H*W)
                                    const floating_t* div,      # IN  (OH*OW)
-                                   const window_geom* g,
-                                   const pool_tables* t) noexcept nogil:
-    cdef index_t W = g.W, OH = g.OH, OW = g.OW, dh = g.DH, dw = g.DW
-    cdef const index_t* ys = t.ys
-    cdef const index_t* kylo = t.kylo
-    cdef const index_t* kyhi = t.kyhi
-    cdef const index_t* xs = t.xs
-    cdef const index_t* kxlo = t.kxlo
-    cdef const index_t* kxhi = t.kxhi
+                                   window_geom g, pool_tables t) noexcept nogil:
+    cdef index_t W = g.W, OW = g.OW, dh = g.DH, dw = g.DW
     cdef index_t oy, ox, ky, kx, off
     cdef floating_t share
     memset(dx, 0, g.H * W * sizeof(floating_t))
-    for oy in range(OH):
+    for oy in range(g.OH):
         for ox in range(OW):
             share = dy[oy * OW + ox] / div[oy * OW + ox]
-            for ky in range(kylo[oy], kyhi[oy]):
-                off = (ys[oy] + ky * dh) * W + xs[ox]
-                for kx in range(kxlo[ox], kxhi[ox]):
+            for ky in range(t.kylo[oy], t.kyhi[oy]):
+                off = (t.ys[oy] + ky * dh) * W + t.xs[ox]
+                for kx in range(t.kxlo[ox], t.kxhi[ox]):
                     dx[off + kx * dw] += share
 
 
@@ -503,4 +481,4 @@ def avg_pool2d_backward(const floating_t[:, :, :, ::1] dy,     # IN  (N, C, OH, 
                 _avg_unpool_plane_2x2s2(&dy[n, c, 0, 0], &dx[n, c, 0, 0], &divisor[0, 0],
                                         H, W, OH, OW)
             else:
-                _avg_unpool_plane(&dy[n, c, 0, 0], &dx[n, c, 0, 0], &divisor[0, 0], &g, &t)
+                _avg_unpool_plane(&dy[n, c, 0, 0], &dx[n, c, 0, 0], &divisor[0, 0], g, t)
