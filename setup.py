@@ -28,14 +28,12 @@ CYCONV_PORTABLE           no longer read: every build is portable now (it
                           used to turn off -march=native, which is gone).
 """
 
+import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
-import textwrap
 from glob import glob
 
 import Cython
@@ -45,53 +43,20 @@ from setuptools import Extension, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-OPENMP_TEST_PROGRAM = textwrap.dedent(
-    """
-    #include <omp.h>
-    #include <stdio.h>
-    int main(void) {
-        int n = 0;
-        #pragma omp parallel reduction(+:n)
-        n += 1;
-        printf("%d", n == omp_get_max_threads());
-        return 0;
-    }
-    """
-)
-
 
 def _env_flag(name):
     return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
-def detect_openmp_flags():
-    """Return (compile_flags, link_flags) for OpenMP, or None if none works.
-
-    A flag counts only if a tiny ``#pragma omp parallel`` program compiles,
-    links and *runs* with it: a compiler that accepts -fopenmp but lacks the
-    runtime library would otherwise produce an extension that fails at import.
-    """
-    cc = os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc"
-    cc = cc.split()
-    candidates = [(["-fopenmp"], ["-fopenmp"]), (["-Xpreprocessor", "-fopenmp"], ["-lomp"])]
-    tmp = tempfile.mkdtemp(prefix="cyconv_omp_")
-    try:
-        src = os.path.join(tmp, "omp_test.c")
-        exe = os.path.join(tmp, "omp_test")
-        with open(src, "w") as f:
-            f.write(OPENMP_TEST_PROGRAM)
-        for cflags, lflags in candidates:
-            try:
-                subprocess.run(cc + cflags + [src, "-o", exe] + lflags,
-                               check=True, capture_output=True, timeout=120)
-                out = subprocess.run([exe], check=True, capture_output=True, timeout=60)
-            except (OSError, subprocess.SubprocessError):
-                continue
-            if out.stdout.strip() == b"1":
-                return cflags, lflags
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return None
+def _load_openmp_probe():
+    """cyconv/_openmp_probe.py, the one OpenMP probe (the gap plugin's setup.py
+    imports it from the installed cyconv), loaded by path: the package itself
+    cannot be imported before its extension is built."""
+    spec = importlib.util.spec_from_file_location(
+        "cyconv_openmp_probe", os.path.join(HERE, "cyconv", "_openmp_probe.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # Kernel variants, best first: (name, compiler flags, CPU features those
@@ -194,17 +159,7 @@ def build_jobs():
 
 def build_extensions(jobs):
     debug = _env_flag("CYCONV_DEBUG_CYTHON")
-    openmp = detect_openmp_flags()
-    if openmp is None:
-        msg = ("cyconv: no working OpenMP flag found; building SERIAL kernels. "
-               "Install an OpenMP runtime (e.g. libgomp) and rebuild for multithreading.")
-        if _env_flag("CYCONV_FAIL_NO_OPENMP"):
-            raise SystemExit("error: " + msg + " (CYCONV_FAIL_NO_OPENMP=1 is set)")
-        border = "*" * 78
-        print(f"\n{border}\n{msg}\n{border}\n", file=sys.stderr)
-        cflags, lflags = [], []
-    else:
-        cflags, lflags = openmp
+    cflags, lflags = _load_openmp_probe().openmp_flags("cyconv")
 
     # Never -ffast-math/-Ofast: NaN propagation and exact reductions matter here.
     # -ffp-contract=off: GCC fuses a*b+c into one FMA by default, which rounds

@@ -1,31 +1,19 @@
 # Design: numpy's BLAS runs cyconv's thread count inside cyconv's matrix
-# products (cyconv._blas.matmul: Affine, the numpy backend's convolution, the
-# textbook-compat Affine), and the user's count everywhere else.
-#
-# * One process-wide, reference-counted setting, because the BLAS library's
-#   thread count is one process-wide number: the first caller in saves the
-#   library's count, every caller in sets its own count (so overlapping calls
-#   from several Python threads run the most recent entrant's count), and the
-#   last one out sets the saved count back -- unless the count is no longer
-#   the one cyconv set when it leaves (the user changed it meanwhile: their
-#   setting wins).  Outside cyconv's calls the user's setting is in force.
+# products (cyconv._blas.matmul), and the user's count everywhere else.
+# * One process-wide, reference-counted setting (the library's count is one
+#   process-wide number): the first caller in saves the count, every caller in
+#   sets its own (overlapping calls run the latest entrant's), the last one out
+#   restores it -- unless the user changed it meanwhile: their setting wins.
 # * Entering and leaving are C functions that hold the GIL and run no Python
-#   code, so the GIL is the lock: no other Python thread, no signal handler
-#   (KeyboardInterrupt), no PyThreadState_SetAsyncExc can run between the depth
-#   count and the set/restore.  CPython delivers those only after a call
-#   returns, on backward jumps and at function starts, so a ``with`` statement
-#   whose ``__enter__`` returned always reaches ``__exit__`` (bpo-29988).  (A
-#   Python guard can be interrupted inside its ``__enter__`` and stay
-#   "entered" for the rest of the process.)
-# * The count goes straight to the library's own setter
-#   (openblas_set_num_threads, ...), bound once by address (cyconv._blas finds
-#   the library numpy's ``_multiarray_umath`` resolves to).  threadpoolctl is
-#   not involved: 3.8 lets only one "controlling" Python thread change
-#   OpenBLAS and silently ignores the others, 3.1 does not know the
-#   ``libscipy_openblas`` of numpy's wheels at all, and a ``threadpool_limits``
-#   costs tens of microseconds, as much as a small Affine's whole product.
-# * fork(): the child has only the forking thread, which is not inside a
-#   product, so ``after_fork_in_child`` drops the depth to 0 and restores.
+#   code, so the GIL is the lock: no signal (KeyboardInterrupt) or async
+#   exception can land between the depth count and the set/restore, and a
+#   ``with`` whose ``__enter__`` returned always reaches ``__exit__`` (bpo-29988).
+# * The count goes straight to the library's setter, bound once by address
+#   (cyconv._blas finds the library numpy resolves to); not threadpoolctl: 3.8
+#   ignores all but one controlling Python thread, 3.1 does not know numpy's
+#   ``libscipy_openblas``, and a ``threadpool_limits`` costs tens of microseconds.
+# * fork(): the child has only the forking thread, outside any product, so
+#   ``after_fork_in_child`` drops the depth to 0 and restores.
 
 ctypedef int (*get_threads_t)() noexcept nogil
 ctypedef void (*set_threads_t)(int) noexcept nogil
@@ -80,12 +68,14 @@ cdef class BlasThreads:
 
     cdef int n_threads
 
-    def __cinit__(self, int n_threads):
+    def __init__(self, int n_threads):
         if n_threads < 1:
             raise ValueError(f"BlasThreads needs a positive thread count, got {n_threads}")
         self.n_threads = n_threads
 
     def __enter__(self):
+        if self.n_threads < 1:   # __init__ was not run (a subclass skipped it)
+            raise ValueError("BlasThreads needs a positive thread count, got none")
         _enter(self.n_threads)
         return self
 

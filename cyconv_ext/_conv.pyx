@@ -27,6 +27,7 @@ from libc.string cimport memset
 from ._matmul cimport gemm
 
 from ._fused cimport floating_t, index_t
+from ._geometry cimport make_window_geom, window_geom
 from ._openmp cimport omp_get_thread_num
 
 # Cap for one thread's column buffer (im2col block), in bytes of float32
@@ -42,27 +43,6 @@ cdef enum:
     BIAS_LANES = 8     # partial sums per channel in bias_grad
 
 
-ctypedef struct conv_geom:
-    index_t H, W, KH, KW, SH, SW, DH, DW, PT, PL, OH, OW
-
-
-cdef conv_geom _make_geom(geom, index_t H, index_t W, index_t OH, index_t OW):
-    cdef conv_geom g
-    g.H = H
-    g.W = W
-    g.KH = geom.kernel_h
-    g.KW = geom.kernel_w
-    g.SH = geom.stride_h
-    g.SW = geom.stride_w
-    g.DH = geom.dilation_h
-    g.DW = geom.dilation_w
-    g.PT = geom.pad_top
-    g.PL = geom.pad_left
-    g.OH = OH
-    g.OW = OW
-    return g
-
-
 @cython.cdivision(True)
 cdef inline index_t _floor_div(index_t a, index_t b) noexcept nogil:
     """floor(a / b) for b > 0 (C division truncates toward zero)."""
@@ -72,7 +52,7 @@ cdef inline index_t _floor_div(index_t a, index_t b) noexcept nogil:
     return q
 
 
-cdef tuple _ox_ranges(conv_geom g):
+cdef tuple _ox_ranges(window_geom g):
     """Per kernel column kx: the output columns [lo, hi) whose tap is inside,
     i.e. 0 <= ox*SW - PL + kx*DW < W, solved for ox (O(KW), no per-ox work)."""
     lo_ = np.zeros(g.KW, dtype=np.intp)
@@ -94,7 +74,7 @@ def ox_ranges(index_t W, index_t OW, index_t KW, index_t SW, index_t PL, index_t
     """``_ox_ranges`` for a row geometry (tests compare it with the direct scan)."""
     if KW < 0 or SW < 1 or DW < 1:
         raise ValueError(f"need KW >= 0, SW >= 1 and DW >= 1, got {KW}, {SW}, {DW}")
-    cdef conv_geom g
+    cdef window_geom g
     g.W, g.OW, g.KW, g.SW, g.PL, g.DW = W, OW, KW, SW, PL, DW
     return _ox_ranges(g)
 
@@ -178,7 +158,7 @@ cdef inline void _add_rows(const floating_t* src, floating_t* dst, index_t dst_r
             cyconv_add_rows_d(src, dst, dst_rs, sw, rows, n)
 
 
-cdef inline index_t _first_row_inside(const conv_geom* g, index_t ky, index_t oy0,
+cdef inline index_t _first_row_inside(const window_geom* g, index_t ky, index_t oy0,
                                       index_t oy1) noexcept nogil:
     """First output row in [oy0, oy1) whose tap row ky lies inside the input."""
     cdef index_t a = oy0
@@ -187,7 +167,7 @@ cdef inline index_t _first_row_inside(const conv_geom* g, index_t ky, index_t oy
     return a
 
 
-cdef inline index_t _end_row_inside(const conv_geom* g, index_t ky, index_t a,
+cdef inline index_t _end_row_inside(const window_geom* g, index_t ky, index_t a,
                                     index_t oy1) noexcept nogil:
     """One past the last output row in [a, oy1) whose tap row ky is inside."""
     cdef index_t b = oy1
@@ -198,7 +178,7 @@ cdef inline index_t _end_row_inside(const conv_geom* g, index_t ky, index_t a,
 
 cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
                               floating_t* col,         # OUT (Cg*KH*KW, (oy1-oy0)*OW)
-                              const conv_geom* g, index_t Cg, index_t oy0, index_t oy1,
+                              const window_geom* g, index_t Cg, index_t oy0, index_t oy1,
                               const index_t* xlo, const index_t* xhi) noexcept nogil:
     cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, a, b, k = 0
     cdef index_t OW = g.OW, SW = g.SW, Pb = (oy1 - oy0) * g.OW
@@ -247,7 +227,7 @@ cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
 
 cdef inline void _col2im_rows(const floating_t* col,   # IN  (Cg*KH*KW, (oy1-oy0)*OW)
                               floating_t* x,           # IN/OUT (Cg, H, W), accumulated
-                              const conv_geom* g, index_t Cg, index_t oy0, index_t oy1,
+                              const window_geom* g, index_t Cg, index_t oy0, index_t oy1,
                               const index_t* xlo, const index_t* xhi) noexcept nogil:
     cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, a, b, k = 0
     cdef index_t OW = g.OW, SW = g.SW, Pb = (oy1 - oy0) * g.OW
@@ -297,7 +277,7 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                    geom, int groups, bint has_bias, int n_threads):
     """y = conv(x, w) (+ bias), written into caller-allocated ``y``."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
-    cdef conv_geom g = _make_geom(geom, x.shape[2], x.shape[3], y.shape[2], y.shape[3])
+    cdef window_geom g = make_window_geom(geom, x.shape[2], x.shape[3], y.shape[2], y.shape[3])
     cdef index_t Cg = C // groups, OCg = OC // groups
     cdef index_t K = Cg * g.KH * g.KW, P = g.OH * g.OW, HW = g.H * g.W
     cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
@@ -368,7 +348,7 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     network's first layer needs only dW.  With ``need_dw`` false, ``dw`` is
     never touched (its pass ran by another algorithm)."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
-    cdef conv_geom g = _make_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
+    cdef window_geom g = make_window_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
     cdef index_t Cg = C // groups, OCg = OC // groups, KK = g.KH * g.KW
     cdef index_t K = Cg * KK, P = g.OH * g.OW, HW = g.H * g.W
     cdef index_t WSZ = OC * K

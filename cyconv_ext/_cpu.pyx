@@ -1,22 +1,17 @@
 # Design: the CPU feature probe behind runtime dispatch (cyconv/_cpu.py), and
 # the record of which kernel variants this build compiled.
 #
-# This module is always compiled for the baseline instruction set (setup.py
-# never builds variants of it): it has to load on every CPU the build targets,
-# to tell which variants may run there.
-#
-# Features come from the compiler's __builtin_cpu_supports (GCC, Clang).  It
-# reads CPUID and, for AVX and AVX-512, also checks with XGETBV that the
-# operating system saves the wide registers, so a feature reported here is
-# usable, not merely present.  Only names that both GCC (>= 8) and Clang
-# accept are probed.  With another compiler or on another architecture
-# nothing is probed, and the dispatcher runs the baseline kernels.
-#
-# The build record (variant names best first, their compiler flags, the CPU
-# features each needs, the modules built in variants) is a file setup.py
-# writes under build/ and includes here; setup.py rewrites it only when it
-# changes, so Cython's dependency check rebuilds this module exactly when the
-# set of variants changes, and the record cannot go stale.
+# Always compiled for the baseline instruction set (setup.py never builds
+# variants of it): it must load on every CPU the build targets.  Features come
+# from __builtin_cpu_supports (GCC, Clang), which reads CPUID and, for AVX and
+# AVX-512, checks with XGETBV that the OS saves the wide registers: a feature
+# reported here is usable.  Only names both GCC (>= 8) and Clang accept are
+# probed; elsewhere nothing is, and the dispatcher runs the baseline kernels.
+# The feature list is a C X-macro (expanded into names and tests) because
+# __builtin_cpu_supports takes only string literals -- not a type switch.
+# The build record (variants best first, their flags and required features,
+# the modules built per variant) is a .pxi that setup.py rewrites only when it
+# changes, so Cython rebuilds this module exactly when the variants change.
 
 include "_cpu_build_record.pxi"
 

@@ -1,22 +1,17 @@
 # Design: elementwise layer kernels (ReLU) over flat, contiguous arrays.
 #
-# The NumPy spelling of ReLU costs three passes and a bool-to-float cast
-# (``x > 0``, ``np.maximum(x, 0)``; backward ``dout * positive``), and NumPy's
-# maximum against a scalar is not vectorised on this CPU: on the textbook's
-# 100x30x24x24 activation the layer cost 4 ms a training step.  Here forward
-# is one pass writing y and the positive mask, backward one pass.
-#
-# Parallelism: one ``prange`` over fixed blocks of BLOCK elements, schedule
-# "static"; a block owns its slice of every output, so the loop is race free,
-# and each element is computed by the same code whatever the thread count:
-# results are bitwise identical for any ``n_threads``.  The per-block loops
-# are C macros written so that GCC vectorises them (branch-free selects).
-#
+# Forward is one pass writing y and the positive mask, backward one pass
+# (NumPy's spelling takes three passes and a cast; docs/performance.md).
 # Semantics are the reference's exactly: y = x where x > 0, NaN stays NaN,
 # everything else (-0.0 included) becomes +0.0; positive = x > 0;
 # dx = dout * positive (so an inf or NaN in dout times 0 gives NaN, as NumPy).
 #
-# Workspace: none.
+# Parallelism: one ``prange`` over fixed blocks of BLOCK elements, schedule
+# "static"; a block owns its slice of every output (race free), and each
+# element is computed by the same code whatever the thread count: results are
+# bitwise identical for any ``n_threads``.  The block loops are written
+# against the fused floating_t, branch free (selects), which GCC vectorises
+# without C helpers (docs/performance.md, "Type specialisation").  Workspace: none.
 
 cimport cython
 from cython.parallel cimport prange
@@ -30,56 +25,28 @@ cdef enum:
     BLOCK = 16384
 
 
-cdef extern from *:
-    """
-    #define CYCONV_RELU_FWD(T, NAME)                                              \
-    static inline void NAME(const T *CYTHON_RESTRICT x, T *CYTHON_RESTRICT y,     \
-                            unsigned char *CYTHON_RESTRICT pos, Py_ssize_t n) {   \
-        for (Py_ssize_t i = 0; i < n; i++) {                                      \
-            T v = x[i];                                                           \
-            int p = v > 0;                                                        \
-            pos[i] = (unsigned char)p;                                            \
-            y[i] = (p | (v != v)) ? v : (T)0;                                     \
-        }                                                                         \
-    }
-    CYCONV_RELU_FWD(float, cyconv_relu_fwd_f)
-    CYCONV_RELU_FWD(double, cyconv_relu_fwd_d)
-    #define CYCONV_RELU_BWD(T, NAME)                                              \
-    static inline void NAME(const T *CYTHON_RESTRICT dout,                        \
-                            const unsigned char *CYTHON_RESTRICT pos,             \
-                            T *CYTHON_RESTRICT dx, Py_ssize_t n) {                \
-        for (Py_ssize_t i = 0; i < n; i++)                                        \
-            dx[i] = dout[i] * (T)pos[i];                                          \
-    }
-    CYCONV_RELU_BWD(float, cyconv_relu_bwd_f)
-    CYCONV_RELU_BWD(double, cyconv_relu_bwd_d)
-    """
-    void cyconv_relu_fwd_f(const float* x, float* y, uint8_t* pos, Py_ssize_t n) noexcept nogil
-    void cyconv_relu_fwd_d(const double* x, double* y, uint8_t* pos, Py_ssize_t n) noexcept nogil
-    void cyconv_relu_bwd_f(const float* dout, const uint8_t* pos, float* dx,
-                           Py_ssize_t n) noexcept nogil
-    void cyconv_relu_bwd_d(const double* dout, const uint8_t* pos, double* dx,
-                           Py_ssize_t n) noexcept nogil
-
-
 cdef inline void _relu_fwd_block(const floating_t* x,      # IN  (n)
                                  floating_t* y,            # OUT (n)
                                  uint8_t* positive,        # OUT (n)
                                  index_t n) noexcept nogil:
-    if floating_t is float:
-        cyconv_relu_fwd_f(x, y, positive, n)
-    else:
-        cyconv_relu_fwd_d(x, y, positive, n)
+    # branch free (a select, no if): GCC vectorises it
+    cdef index_t i
+    cdef floating_t v
+    cdef bint p
+    for i in range(n):
+        v = x[i]
+        p = v > <floating_t>0
+        positive[i] = p
+        y[i] = v if (p | (v != v)) else <floating_t>0
 
 
 cdef inline void _relu_bwd_block(const floating_t* dout,   # IN  (n)
                                  const uint8_t* positive,  # IN  (n)
                                  floating_t* dx,           # OUT (n)
                                  index_t n) noexcept nogil:
-    if floating_t is float:
-        cyconv_relu_bwd_f(dout, positive, dx, n)
-    else:
-        cyconv_relu_bwd_d(dout, positive, dx, n)
+    cdef index_t i
+    for i in range(n):
+        dx[i] = dout[i] * <floating_t>positive[i]
 
 
 def relu_forward(const floating_t[::1] x,      # IN  (size,)

@@ -2,20 +2,17 @@
 # in _cgemm.pxd), for tests and benchmarks; the conv kernels cimport it.
 #
 # ``gemm`` computes c = op(a) @ op(b) + beta * c in place on column-major
-# (Fortran-ordered) float32/float64 arrays, 2-D or batched 3-D (a leading
-# batch axis: one product per index, in order), exactly the header's
-# contract; ``blas_gemm`` does the same through scipy's OpenBLAS
-# (scipy.linalg.cython_blas, no GIL), the benchmark's baseline.  Column-major
-# because that is the header's (and BLAS's) layout: a Fortran-ordered array's
-# slice big[:m, :n] is a matrix with a leading dimension larger than its
-# rows, with no copy.  All checks live in the Python wrapper (dtypes, ndim,
-# shapes, unit stride along rows, leading dimensions, writable c not
-# overlapping a or b, beta finite); the nogil loop then only runs products.
-# ``repeat`` runs the same products again inside that loop, so that a
-# benchmark of an 8-microsecond product is not a benchmark of Python.
-# ``workspace_bytes`` runs the header's caller-workspace entry point with a
-# workspace of that size (from the smallest that the product accepts), which is how
-# the tests check that the blocking does not change a bit.
+# (Fortran-ordered) float32/float64 arrays, 2-D or batched 3-D (one product
+# per leading index, in order), exactly the header's contract; ``blas_gemm``
+# does the same through scipy's BLAS (cython_blas, no GIL), the benchmark's
+# baseline.  Column-major is the header's layout: a slice big[:m, :n] of a
+# Fortran array is a matrix with a larger leading dimension, no copy.  All
+# checks live in the Python-level code (dtypes, ndim, shapes, unit row stride,
+# leading dimensions, c writable and not overlapping a or b, beta finite); the
+# nogil loop only runs products.  ``repeat`` reruns them inside that loop (a
+# benchmark of an 8 us product must not time Python); ``workspace_bytes`` runs
+# the caller-workspace entry point, how the tests check that blocking never
+# changes a bit.
 
 import numbers
 

@@ -1,10 +1,7 @@
 # Design: the Adam update as one fused pass over a parameter array.
 #
-# cyconv.optim.Adam spells the update as twelve NumPy passes over the
-# parameter, its gradient and the two moment arrays (in place, no
-# temporaries); on the textbook's 434k-parameter SimpleConvNet that was 3 ms
-# of a 22 ms training step.  This kernel makes the same arithmetic one pass:
-# the same IEEE operations in the same order and precision as the NumPy code,
+# The same IEEE operations in the same order and precision as the NumPy code
+# of cyconv.optim.Adam (twelve passes there, one here: docs/performance.md),
 # so the results are bitwise identical (the build turns off floating-point
 # contraction, so no multiply-add is fused behind our back):
 #
@@ -14,10 +11,8 @@
 #                                        NumPy scalar: product in double
 #
 # Parallelism: one ``prange`` over fixed blocks of BLOCK elements, schedule
-# "static"; a block owns its slice of p, m and v, so the loop is race free
-# and the result does not depend on the thread count.
-#
-# Workspace: none.
+# "static"; a block owns its slice of p, m and v: race free, and the result
+# does not depend on the thread count.  Workspace: none.
 
 cimport cython
 from cython.parallel cimport prange

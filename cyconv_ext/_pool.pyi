@@ -8,6 +8,7 @@ def max_pool2d_forward(
     y: npt.NDArray[np.floating],
     indices: npt.NDArray[np.int64],
     geom: Any,
+    windows: Any,
     n_threads: int,
 ) -> None: ...
 def max_pool2d_backward(
@@ -16,14 +17,12 @@ def max_pool2d_backward(
     dx: npt.NDArray[np.floating],
     n_threads: int,
 ) -> None: ...
-def avg_divisor(
-    geom: Any, count_include_pad: bool, divisor_override: int | None, dtype: Any
-) -> npt.NDArray[np.floating]: ...
 def avg_pool2d_forward(
     x: npt.NDArray[np.floating],
     y: npt.NDArray[np.floating],
     divisor: npt.NDArray[np.floating],
     geom: Any,
+    windows: Any,
     n_threads: int,
 ) -> None: ...
 def avg_pool2d_backward(
@@ -31,5 +30,6 @@ def avg_pool2d_backward(
     dx: npt.NDArray[np.floating],
     divisor: npt.NDArray[np.floating],
     geom: Any,
+    windows: Any,
     n_threads: int,
 ) -> None: ...

@@ -1,45 +1,18 @@
-# Design: max- and average-pooling kernels as direct loops.
+# Design: max- and average-pooling kernels as direct loops over read-only tables.
 #
-# Parallelism: one ``prange`` over planes (plane = n*C + c), schedule
-# "static": every plane costs the same and a static partition keeps each
-# thread on one contiguous slab of memory.  A plane owns its whole output
-# (forward) and its whole input gradient (backward), so no two threads ever
-# write the same element: race free by construction, and every element is
-# computed by the same sequential code whatever the thread count, so results
-# are bitwise identical for any ``n_threads``.
-#
-# Window bounds are clipped once per output row / column (tables computed
-# before the parallel region, shared read-only), so inner loops touch only
-# input elements and contain no padding tests.
-#
-# Max pooling, loop order per plane: the interior block (outputs whose whole
-# window is inside the input) is done tap by tap -- one pass over the block
-# for the first two taps (CYCONV_MAX_PAIR), then one per further tap in
-# row-major order (CYCONV_MAX_TAP), each comparing and selecting with branch
-# free masks that the compiler vectorises (the winning tap number is kept in
-# the value type so that the selects stay one width) -- then tap numbers
-# become flat offsets.  Random data made the obvious
-# per-window loop mispredict about every other comparison (3x slower).  The
-# border outputs scan their clipped window directly.  Both paths implement
-# the contract's rule: strict '>' keeps the first maximum, a NaN replaces a
+# Invariants.  One ``prange`` over planes (n*C + c), schedule "static"; a plane
+# owns its output and its dx (backward zeroes its own plane, then scatters),
+# so the loops are race free and results bitwise identical for any
+# ``n_threads``.  Window bounds, the interior block, tap offsets and the
+# average divisor come from the wrapper (cyconv/backends/_pool_tables.py) and
+# are read only; inner loops touch input elements only (no padding tests).
+# Tie rule (both paths): strict '>' keeps the first maximum, a NaN replaces a
 # number and nothing replaces a NaN, a window without input gives -inf / -1.
-# The common 2x2 stride-2 pool with every window inside has its own path:
-# one prange over all output rows of all planes (a 12x12 plane is too small
-# to amortise per-plane set-up), each row one vectorised pass over four taps
-# (CYCONV_MAX_2X2S2_ROW); a row holding a NaN is redone by the window scan.
-# Average pooling: per output, sum of the window's input elements divided by
-# the PyTorch divisor (table); 2x2 stride-2 windows have an unrolled path.
-#
-# Backward kernels zero their own plane of ``dx`` inside the parallel loop
-# (the caller may pass ``np.empty``), then scatter-add into it; max-pool
-# backward scatters through the int64 argmax indices of its own plane, in
-# output order (the same order as the NumPy reference, so identical sums).
-#
-# Workspace per call: small index tables (OH + OW + KH*KW entries), for
-# average pooling one (OH, OW) divisor table, and for max pooling one
-# OH*OW tap scratch per thread.
-
-import numpy as np
+# Max pooling: the interior block goes tap by tap through branch-free select
+# loops, borders scan their clipped window; 2x2 stride-2 with every window
+# inside has a row kernel (a row holding NaN is redone by the scan).  Those
+# select loops are C (per-type macros): they need ``restrict``, which Cython
+# cannot express (fused-type versions measured ~2x slower, docs/performance.md).
 
 cimport cython
 from cython.parallel cimport prange
@@ -49,32 +22,46 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 
 from ._fused cimport floating_t, index_t
+from ._geometry cimport make_window_geom, window_geom
 from ._openmp cimport omp_get_thread_num
 
 
-cdef bint _is_plain_2x2_stride2(geom, index_t OH, index_t OW, index_t H, index_t W):
+ctypedef struct pool_tables:
+    # cyconv.backends._pool_tables.PoolWindows as pointers (read-only): per
+    # output row its first input row ys and its inside taps [kylo, kyhi), the
+    # same per output column (xs, kxlo, kxhi), the tap offsets, and the
+    # interior block [oya, oyb) x [oxa, oxb) of outputs whose window is inside.
+    const index_t* ys
+    const index_t* kylo
+    const index_t* kyhi
+    const index_t* xs
+    const index_t* kxlo
+    const index_t* kxhi
+    const index_t* tapoff
+    index_t oya, oyb, oxa, oxb
+
+
+cdef bint _is_plain_2x2_stride2(const window_geom* g) noexcept nogil:
     """The common 2x2/2 unpadded window whose every output lies inside the input:
     each pool kernel has a branch-free path for it."""
-    return (geom.kernel_h == 2 and geom.kernel_w == 2 and geom.stride_h == 2
-            and geom.stride_w == 2 and geom.dilation_h == 1 and geom.dilation_w == 1
-            and geom.pad_top == 0 and geom.pad_left == 0 and 2 * OH <= H and 2 * OW <= W)
+    return (g.KH == 2 and g.KW == 2 and g.SH == 2 and g.SW == 2 and g.DH == 1 and g.DW == 1
+            and g.PT == 0 and g.PL == 0 and 2 * g.OH <= g.H and 2 * g.OW <= g.W)
 
 
-def _clip_tables(Py_ssize_t out, Py_ssize_t stride, Py_ssize_t pad, Py_ssize_t dil,
-                 Py_ssize_t k, Py_ssize_t size):
-    """For each output position: first input coordinate (may be < 0) and the
-    half-open range [lo, hi) of kernel taps that land inside ``[0, size)``
-    (lo = hi = 0 when none does).  O(out) time and memory whatever ``k``."""
-    start = np.arange(out, dtype=np.int64) * stride - pad
-    # first tap t with start + t*dil >= 0, one past the last with < size
-    lo = np.where(start >= 0, 0, (-start + dil - 1) // dil)
-    hi = np.where(start <= size - 1, (size - 1 - start) // dil + 1, 0)
-    lo = np.minimum(lo, k)
-    hi = np.minimum(hi, k)
-    empty = lo >= hi
-    lo[empty] = 0
-    hi[empty] = 0
-    return start.astype(np.intp), lo.astype(np.intp), hi.astype(np.intp)
+cdef pool_tables _tables(const index_t[:, ::1] rows, const index_t[:, ::1] cols,
+                         const index_t[::1] tapoff, interior, index_t OH, index_t OW):
+    """The struct of ``windows`` tables for an OH x OW output (OH, OW > 0); the
+    caller keeps the memoryviews alive while the pointers are used."""
+    if rows.shape[0] != 3 or rows.shape[1] != OH or cols.shape[0] != 3 or cols.shape[1] != OW:
+        raise ValueError(f"windows tables of shape ({rows.shape[0]}, {rows.shape[1]}) and "
+                         f"({cols.shape[0]}, {cols.shape[1]}) do not fit a {OH}x{OW} output; "
+                         f"build them with cyconv.backends._pool_tables.pool_windows(geom)")
+    cdef pool_tables t
+    t.ys, t.kylo, t.kyhi = &rows[0, 0], &rows[1, 0], &rows[2, 0]
+    t.xs, t.kxlo, t.kxhi = &cols[0, 0], &cols[1, 0], &cols[2, 0]
+    t.tapoff = &tapoff[0]
+    t.oya, t.oyb, t.oxa, t.oxb = interior
+    return t
 
 
 cdef inline index_t _window_argmax(const floating_t* plane, index_t row0, index_t col0,
@@ -252,24 +239,22 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
                                  floating_t* y,                 # OUT (OH*OW)
                                  int64_t* ind,                  # OUT (OH*OW)
                                  floating_t* tap,               # scratch (OH*OW)
-                                 const index_t* tapoff,         # IN  (KH*KW)
-                                 index_t W, index_t OH, index_t OW,
-                                 index_t KT, index_t SH, index_t SW, index_t dh, index_t dw,
-                                 index_t oya, index_t oyb, index_t oxa, index_t oxb,
-                                 const index_t* ys, const index_t* kylo, const index_t* kyhi,
-                                 const index_t* xs, const index_t* kxlo, const index_t* kxhi,
-                                 ) noexcept nogil:
+                                 window_geom g, pool_tables t) noexcept nogil:
     """Interior block (rows [oya, oyb) x cols [oxa, oxb), windows fully
     inside): one vectorisable pass per tap in row-major tap order, then the
     winning tap numbers become input offsets.  Border outputs: per-window
     scan (_window_argmax).  Both implement the same tie/NaN rule."""
-    cdef index_t oy, ox, o, t, r, i
-    cdef index_t nr = oyb - oya, n = oxb - oxa, rs = SH * W, base
+    # g and t come by value: local copies that no store through y or ind can
+    # alias, so the compiler keeps their fields in registers
+    cdef index_t W = g.W, OW = g.OW, SW = g.SW, KT = g.KH * g.KW
+    cdef index_t oya = t.oya, oyb = t.oyb, oxa = t.oxa, oxb = t.oxb
+    cdef index_t oy, ox, o, k, r, i
+    cdef index_t nr = oyb - oya, n = oxb - oxa, rs = g.SH * W, base
     cdef floating_t best
     cdef const floating_t* src
     cdef floating_t* m
     if nr > 0 and n > 0:
-        base = ys[oya] * W + xs[oxa]
+        base = t.ys[oya] * W + t.xs[oxa]
         src = plane + base
         m = y + oya * OW + oxa
         if KT == 1:
@@ -278,35 +263,36 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
                     m[r * OW + i] = src[r * rs + i * SW]
                     tap[r * n + i] = 0
         else:
-            _max_pair(src, rs, m, OW, tap, tapoff[1], nr, n, SW)
-        for t in range(2, KT):
-            _max_tap(src + tapoff[t], rs, m, OW, tap, t, nr, n, SW)
+            _max_pair(src, rs, m, OW, tap, t.tapoff[1], nr, n, SW)
+        for k in range(2, KT):
+            _max_tap(src + t.tapoff[k], rs, m, OW, tap, k, nr, n, SW)
         for r in range(nr):
             for i in range(n):
                 ind[(oya + r) * OW + oxa + i] = (base + r * rs + i * SW
-                                                 + tapoff[<index_t>tap[r * n + i]])
-    for oy in range(OH):
+                                                 + t.tapoff[<index_t>tap[r * n + i]])
+    for oy in range(g.OH):
         for ox in range(OW):
             if oya <= oy < oyb and oxa <= ox < oxb:
                 continue
             o = oy * OW + ox
-            ind[o] = _window_argmax(plane, ys[oy], xs[ox], W, dh, dw,
-                                    kylo[oy], kyhi[oy], kxlo[ox], kxhi[ox], &best)
+            ind[o] = _window_argmax(plane, t.ys[oy], t.xs[ox], W, g.DH, g.DW,
+                                    t.kylo[oy], t.kyhi[oy], t.kxlo[ox], t.kxhi[ox], &best)
             y[o] = best
 
 
 def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
                        floating_t[:, :, :, ::1] y,            # OUT (N, C, OH, OW)
                        int64_t[:, :, :, ::1] indices,         # OUT (N, C, OH, OW)
-                       geom, int n_threads):
-    """Max pooling forward into caller-allocated ``y`` and ``indices``."""
+                       geom, windows, int n_threads):
+    """Max pooling forward into caller-allocated ``y`` and ``indices``;
+    ``windows`` is ``cyconv.backends._pool_tables.pool_windows(geom)``."""
     cdef index_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef index_t OH = y.shape[2], OW = y.shape[3]
-    cdef index_t dh = geom.dilation_h, dw = geom.dilation_w
+    cdef window_geom g = make_window_geom(geom, H, W, OH, OW)
     cdef index_t planes = N * C, p, n, c, r, oy
     if planes == 0 or OH * OW == 0:
         return
-    if _is_plain_2x2_stride2(geom, OH, OW, H, W) and W < (1 << 23):
+    if _is_plain_2x2_stride2(&g) and W < (1 << 23):
         # every window inside, none overlapping: one flat loop over all output
         # rows of all planes, so small planes pay no per-plane set-up
         with nogil:
@@ -316,26 +302,10 @@ def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
                 _max_2x2s2_row(&x[0, 0, 0, 0] + p * H * W, W, oy,
                                &y[0, 0, 0, 0] + r * OW, &indices[0, 0, 0, 0] + r * OW, OW)
         return
-    ys_, kylo_, kyhi_ = _clip_tables(OH, geom.stride_h, geom.pad_top, dh, geom.kernel_h, H)
-    xs_, kxlo_, kxhi_ = _clip_tables(OW, geom.stride_w, geom.pad_left, dw, geom.kernel_w, W)
-    cdef const index_t[::1] ys = ys_, kylo = kylo_, kyhi = kyhi_
-    cdef const index_t[::1] xs = xs_, kxlo = kxlo_, kxhi = kxhi_
-    cdef index_t KH = geom.kernel_h, KW = geom.kernel_w, SW = geom.stride_w
-    cdef index_t SH = geom.stride_h
-    # interior: windows with every tap inside (a contiguous range per axis)
-    inner_x = np.nonzero((kxlo_ == 0) & (kxhi_ == KW))[0]
-    inner_y = np.nonzero((kylo_ == 0) & (kyhi_ == KH))[0]
-    cdef index_t oxa = inner_x[0] if inner_x.size else 0
-    cdef index_t oxb = inner_x[inner_x.size - 1] + 1 if inner_x.size else 0
-    cdef index_t oya = inner_y[0] if inner_y.size else 0
-    cdef index_t oyb = inner_y[inner_y.size - 1] + 1 if inner_y.size else 0
+    cdef const index_t[:, ::1] rows = windows.rows, cols = windows.cols
+    cdef const index_t[::1] tapoff = windows.tap_offsets
+    cdef pool_tables t = _tables(rows, cols, tapoff, windows.interior, OH, OW)
     cdef int nt = <int>max(1, min(<index_t>n_threads, planes))
-    # tap offsets, only needed (and then bounded by H*W) for an interior block
-    tapoff_ = np.zeros(1, dtype=np.intp)
-    if oya < oyb and oxa < oxb:
-        tapoff_ = (np.arange(KH, dtype=np.intp)[:, None] * (dh * W)
-                   + np.arange(KW, dtype=np.intp)[None, :] * dw).ravel()
-    cdef const index_t[::1] tapoff = tapoff_
     cdef floating_t* scratch
     cdef index_t tid
     scratch = <floating_t*>malloc(nt * OH * OW * sizeof(floating_t))
@@ -348,9 +318,7 @@ def max_pool2d_forward(const floating_t[:, :, :, ::1] x,      # IN  (N, C, H, W)
                 c = p % C
                 tid = omp_get_thread_num()
                 _max_pool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &indices[n, c, 0, 0],
-                                scratch + tid * OH * OW, &tapoff[0],
-                                W, OH, OW, KH * KW, SH, SW, dh, dw, oya, oyb, oxa, oxb,
-                                &ys[0], &kylo[0], &kyhi[0], &xs[0], &kxlo[0], &kxhi[0])
+                                scratch + tid * OH * OW, g, t)
     finally:
         free(scratch)
 
@@ -389,41 +357,19 @@ def max_pool2d_backward(const floating_t[:, :, :, ::1] dy,     # IN  (N, C, OH, 
                 memset(&dx[n, c, 0, 0], 0, HW * sizeof(floating_t))
 
 
-def avg_divisor(geom, bint count_include_pad, divisor_override, dtype):
-    """Per-output divisor (OH, OW) in ``dtype``: PyTorch's rule, exactly as the
-    NumPy reference computes it (window clipped to the padded extent, or to
-    the input; ``divisor_override`` replaces both)."""
-    if divisor_override is not None:
-        return np.full((geom.out_h, geom.out_w), divisor_override, dtype=dtype)
-
-    def extent(out, stride, pad_before, pad_after, k, size):
-        start = np.arange(out) * stride - pad_before
-        end = np.minimum(start + k, size + pad_after)
-        return end - start, np.minimum(end, size) - np.maximum(start, 0)
-
-    ph, ih = extent(geom.out_h, geom.stride_h, geom.pad_top, geom.pad_bottom,
-                    geom.kernel_h, geom.in_h)
-    pw, iw = extent(geom.out_w, geom.stride_w, geom.pad_left, geom.pad_right,
-                    geom.kernel_w, geom.in_w)
-    counts = np.outer(ph, pw) if count_include_pad else np.outer(ih, iw)
-    return np.ascontiguousarray(counts.astype(dtype))
-
-
 cdef inline void _avg_pool_plane(const floating_t* plane,      # IN  (H*W)
                                  floating_t* y,                # OUT (OH*OW)
                                  const floating_t* div,        # IN  (OH*OW)
-                                 index_t W, index_t OH, index_t OW, index_t dh, index_t dw,
-                                 const index_t* ys, const index_t* kylo, const index_t* kyhi,
-                                 const index_t* xs, const index_t* kxlo, const index_t* kxhi,
-                                 ) noexcept nogil:
+                                 window_geom g, pool_tables t) noexcept nogil:
+    cdef index_t W = g.W, OW = g.OW, dh = g.DH, dw = g.DW
     cdef index_t oy, ox, ky, kx, off
     cdef floating_t s
-    for oy in range(OH):
+    for oy in range(g.OH):
         for ox in range(OW):
             s = 0
-            for ky in range(kylo[oy], kyhi[oy]):
-                off = (ys[oy] + ky * dh) * W + xs[ox]
-                for kx in range(kxlo[ox], kxhi[ox]):
+            for ky in range(t.kylo[oy], t.kyhi[oy]):
+                off = (t.ys[oy] + ky * dh) * W + t.xs[ox]
+                for kx in range(t.kxlo[ox], t.kxhi[ox]):
                     s = s + plane[off + kx * dw]
             y[oy * OW + ox] = s / div[oy * OW + ox]
 
@@ -444,19 +390,19 @@ cdef inline void _avg_pool_plane_2x2s2(const floating_t* plane,  # IN  (H*W)
 def avg_pool2d_forward(const floating_t[:, :, :, ::1] x,       # IN  (N, C, H, W)
                        floating_t[:, :, :, ::1] y,             # OUT (N, C, OH, OW)
                        const floating_t[:, ::1] divisor,       # IN  (OH, OW), see avg_divisor
-                       geom, int n_threads):
-    """Average pooling forward: window sum of input elements / divisor."""
+                       geom, windows, int n_threads):
+    """Average pooling forward: window sum of input elements / divisor
+    (``cyconv.backends._pool_tables``: ``avg_divisor``, ``pool_windows``)."""
     cdef index_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
     cdef index_t OH = y.shape[2], OW = y.shape[3]
-    cdef index_t dh = geom.dilation_h, dw = geom.dilation_w
+    cdef window_geom g = make_window_geom(geom, H, W, OH, OW)
     cdef index_t planes = N * C, p, n, c
-    ys_, kylo_, kyhi_ = _clip_tables(OH, geom.stride_h, geom.pad_top, dh, geom.kernel_h, H)
-    xs_, kxlo_, kxhi_ = _clip_tables(OW, geom.stride_w, geom.pad_left, dw, geom.kernel_w, W)
-    cdef const index_t[::1] ys = ys_, kylo = kylo_, kyhi = kyhi_
-    cdef const index_t[::1] xs = xs_, kxlo = kxlo_, kxhi = kxhi_
-    cdef bint fast = _is_plain_2x2_stride2(geom, OH, OW, H, W)
     if planes == 0 or OH * OW == 0:
         return
+    cdef const index_t[:, ::1] rows = windows.rows, cols = windows.cols
+    cdef const index_t[::1] tapoff = windows.tap_offsets
+    cdef pool_tables t = _tables(rows, cols, tapoff, windows.interior, OH, OW)
+    cdef bint fast = _is_plain_2x2_stride2(&g)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=n_threads):
             n = p // C
@@ -464,28 +410,23 @@ def avg_pool2d_forward(const floating_t[:, :, :, ::1] x,       # IN  (N, C, H, W
             if fast:
                 _avg_pool_plane_2x2s2(&x[n, c, 0, 0], &y[n, c, 0, 0], &divisor[0, 0], W, OH, OW)
             else:
-                _avg_pool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &divisor[0, 0],
-                                W, OH, OW, dh, dw,
-                                &ys[0], &kylo[0], &kyhi[0], &xs[0], &kxlo[0], &kxhi[0])
+                _avg_pool_plane(&x[n, c, 0, 0], &y[n, c, 0, 0], &divisor[0, 0], g, t)
 
 
 cdef inline void _avg_unpool_plane(const floating_t* dy,       # IN  (OH*OW)
                                    floating_t* dx,             # OUT (H*W)
                                    const floating_t* div,      # IN  (OH*OW)
-                                   index_t H, index_t W, index_t OH, index_t OW,
-                                   index_t dh, index_t dw,
-                                   const index_t* ys, const index_t* kylo, const index_t* kyhi,
-                                   const index_t* xs, const index_t* kxlo, const index_t* kxhi,
-                                   ) noexcept nogil:
+                                   window_geom g, pool_tables t) noexcept nogil:
+    cdef index_t W = g.W, OW = g.OW, dh = g.DH, dw = g.DW
     cdef index_t oy, ox, ky, kx, off
     cdef floating_t share
-    memset(dx, 0, H * W * sizeof(floating_t))
-    for oy in range(OH):
+    memset(dx, 0, g.H * W * sizeof(floating_t))
+    for oy in range(g.OH):
         for ox in range(OW):
             share = dy[oy * OW + ox] / div[oy * OW + ox]
-            for ky in range(kylo[oy], kyhi[oy]):
-                off = (ys[oy] + ky * dh) * W + xs[ox]
-                for kx in range(kxlo[ox], kxhi[ox]):
+            for ky in range(t.kylo[oy], t.kyhi[oy]):
+                off = (t.ys[oy] + ky * dh) * W + t.xs[ox]
+                for kx in range(t.kxlo[ox], t.kxhi[ox]):
                     dx[off + kx * dw] += share
 
 
@@ -514,30 +455,30 @@ cdef inline void _avg_unpool_plane_2x2s2(const floating_t* dy,    # IN  (OH*OW)
 def avg_pool2d_backward(const floating_t[:, :, :, ::1] dy,     # IN  (N, C, OH, OW)
                         floating_t[:, :, :, ::1] dx,           # OUT (N, C, H, W), any content
                         const floating_t[:, ::1] divisor,      # IN  (OH, OW), see avg_divisor
-                        geom, int n_threads):
+                        geom, windows, int n_threads):
     """Average pooling backward: each output's share dy/divisor is added to
     every input element of its window (each plane zeroes its own dx)."""
     cdef index_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef index_t OH = dy.shape[2], OW = dy.shape[3]
-    cdef index_t dh = geom.dilation_h, dw = geom.dilation_w
+    cdef window_geom g = make_window_geom(geom, H, W, OH, OW)
     cdef index_t planes = N * C, p, n, c
-    ys_, kylo_, kyhi_ = _clip_tables(OH, geom.stride_h, geom.pad_top, dh, geom.kernel_h, H)
-    xs_, kxlo_, kxhi_ = _clip_tables(OW, geom.stride_w, geom.pad_left, dw, geom.kernel_w, W)
-    cdef const index_t[::1] ys = ys_, kylo = kylo_, kyhi = kyhi_
-    cdef const index_t[::1] xs = xs_, kxlo = kxlo_, kxhi = kxhi_
-    cdef bint fast = _is_plain_2x2_stride2(geom, OH, OW, H, W)
     if planes == 0 or H * W == 0:
         return
+    if OH * OW == 0:
+        with nogil:
+            for p in prange(planes, schedule="static", num_threads=n_threads):
+                memset(&dx[0, 0, 0, 0] + p * H * W, 0, H * W * sizeof(floating_t))
+        return
+    cdef const index_t[:, ::1] rows = windows.rows, cols = windows.cols
+    cdef const index_t[::1] tapoff = windows.tap_offsets
+    cdef pool_tables t = _tables(rows, cols, tapoff, windows.interior, OH, OW)
+    cdef bint fast = _is_plain_2x2_stride2(&g)
     with nogil:
         for p in prange(planes, schedule="static", num_threads=n_threads):
             n = p // C
             c = p % C
-            if OH * OW == 0:
-                memset(&dx[n, c, 0, 0], 0, H * W * sizeof(floating_t))
-            elif fast:
+            if fast:
                 _avg_unpool_plane_2x2s2(&dy[n, c, 0, 0], &dx[n, c, 0, 0], &divisor[0, 0],
                                         H, W, OH, OW)
             else:
-                _avg_unpool_plane(&dy[n, c, 0, 0], &dx[n, c, 0, 0], &divisor[0, 0],
-                                  H, W, OH, OW, dh, dw,
-                                  &ys[0], &kylo[0], &kyhi[0], &xs[0], &kxlo[0], &kxhi[0])
+                _avg_unpool_plane(&dy[n, c, 0, 0], &dx[n, c, 0, 0], &divisor[0, 0], g, t)

@@ -4,7 +4,9 @@ Each function allocates its outputs and hands them to a kernel in
 :mod:`cyconv_ext._conv`, :mod:`cyconv_ext._pool` or :mod:`cyconv_ext._elementwise`
 (ReLU); ``adam_update`` serves :class:`cyconv.optim.Adam` from
 :mod:`cyconv_ext._optim` (see the "Design:" comment
-at the top of each for loop order, parallelisation and workspace).  Inputs are
+at the top of each for loop order, parallelisation and workspace).  Python-level
+preparation stays here: the pooling kernels receive their window tables and
+average divisor from :mod:`cyconv.backends._pool_tables`.  Inputs are
 assumed validated by the public boundary (see :mod:`cyconv.backends`);
 ``np.ascontiguousarray`` is applied defensively (a no-op for conforming
 arrays).  The modules come in one build per CPU variant; the import below
@@ -26,6 +28,7 @@ from cyconv_ext import _openmp_helpers
 
 from .._cpu import import_kernels
 from ._kernel_sets import SerialBuildWarning
+from ._pool_tables import avg_divisor, pool_windows
 
 # The build of those modules that this CPU runs best (baseline, avx2 or
 # avx512; CYCONV_CPU_FEATURES overrides): see cyconv/_cpu.py.
@@ -239,7 +242,7 @@ def max_pool2d_forward(x, geom, n_threads=1):
     shape = (x.shape[0], x.shape[1], geom.out_h, geom.out_w)
     y = np.empty(shape, dtype=x.dtype)
     indices = np.empty(shape, dtype=np.int64)
-    _pool.max_pool2d_forward(x, y, indices, geom,
+    _pool.max_pool2d_forward(x, y, indices, geom, pool_windows(geom),
                              _useful_threads(n_threads, _pool_work(shape, geom)))
     return y, indices
 
@@ -255,8 +258,8 @@ def max_pool2d_backward(dy, indices, x_shape, n_threads=1):
 def avg_pool2d_forward(x, geom, count_include_pad=True, divisor_override=None, n_threads=1):
     x = np.ascontiguousarray(x)
     y = np.empty((x.shape[0], x.shape[1], geom.out_h, geom.out_w), dtype=x.dtype)
-    div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, x.dtype)
-    _pool.avg_pool2d_forward(x, y, div, geom,
+    div = avg_divisor(geom, count_include_pad, divisor_override, x.dtype)
+    _pool.avg_pool2d_forward(x, y, div, geom, pool_windows(geom),
                              _useful_threads(n_threads, _pool_work(y.shape, geom)))
     return y
 
@@ -265,8 +268,8 @@ def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_overr
                         n_threads=1):
     dy = np.ascontiguousarray(dy)
     dx = np.empty(tuple(x_shape), dtype=dy.dtype)
-    div = _pool.avg_divisor(geom, bool(count_include_pad), divisor_override, dy.dtype)
-    _pool.avg_pool2d_backward(dy, dx, div, geom,
+    div = avg_divisor(geom, count_include_pad, divisor_override, dy.dtype)
+    _pool.avg_pool2d_backward(dy, dx, div, geom, pool_windows(geom),
                               _useful_threads(n_threads, _pool_work(dy.shape, geom)))
     return dx
 

@@ -13,6 +13,8 @@ import numpy as np
 
 from cyconv._blas import matmul
 
+from ._pool_tables import avg_divisor
+
 __all__ = [
     "im2col",
     "col2im",
@@ -174,32 +176,14 @@ def max_pool2d_backward(dy, indices, x_shape, n_threads=1):
     return dx.reshape(x_shape)
 
 
-def _avg_divisor(geom, count_include_pad, divisor_override, dtype):
-    """Per-output-position divisor (OH, OW), PyTorch's rule."""
-    if divisor_override is not None:
-        return np.full((geom.out_h, geom.out_w), divisor_override, dtype=dtype)
-
-    def extent(out, stride, pad_before, pad_after, k, size):
-        start = np.arange(out) * stride - pad_before
-        end = np.minimum(start + k, size + pad_after)
-        padded = end - start
-        inside = np.minimum(end, size) - np.maximum(start, 0)
-        return padded, inside
-
-    ph, ih = extent(geom.out_h, geom.stride_h, geom.pad_top, geom.pad_bottom, geom.kernel_h, geom.in_h)
-    pw, iw = extent(geom.out_w, geom.stride_w, geom.pad_left, geom.pad_right, geom.kernel_w, geom.in_w)
-    counts = np.outer(ph, pw) if count_include_pad else np.outer(ih, iw)
-    return counts.astype(dtype)
-
-
 def avg_pool2d_forward(x, geom, count_include_pad=True, divisor_override=None, n_threads=1):
     sums = im2col(x, geom).sum(axis=(2, 3))
-    return sums / _avg_divisor(geom, count_include_pad, divisor_override, x.dtype)
+    return sums / avg_divisor(geom, count_include_pad, divisor_override, x.dtype)
 
 
 def avg_pool2d_backward(dy, x_shape, geom, count_include_pad=True, divisor_override=None,
                         n_threads=1):
-    share = dy / _avg_divisor(geom, count_include_pad, divisor_override, dy.dtype)
+    share = dy / avg_divisor(geom, count_include_pad, divisor_override, dy.dtype)
     cols = np.broadcast_to(share[:, :, None, None], share.shape[:2] + (geom.kernel_h, geom.kernel_w)
                            + share.shape[2:])
     return np.ascontiguousarray(col2im(cols, x_shape, geom))

@@ -48,7 +48,12 @@
  * cyconv_gemm_impl.h against a handful of vector macros (load, store,
  * broadcast, multiply-add, add, zero) and included once per dtype: the
  * AVX-512 path differs from the tested AVX2 one only in those macros and
- * two constants.  The kernel's accumulators are named variables generated
+ * two constants.  C macros rather than Cython's fused types, on purpose:
+ * the kernel is C that Cython cannot generate (intrinsics, vector types,
+ * restrict, register-named accumulators) and C has no generics, so CG_T /
+ * CG_SFX instantiate it once per dtype; .pyx code reaches the two
+ * instantiations through one fused wrapper (_matmul.pxd's gemm).  The
+ * kernel's accumulators are named variables generated
  * by X-macros (GCC stores a local array of vectors to memory every
  * iteration).  A half-height kernel (MR / 2 rows) serves edges of at most
  * MR / 2 rows.  The project builds with -ffp-contract=off, which does not
