@@ -478,7 +478,8 @@ def _run(ops, dtypes, threads, repeats, budget, with_numpy, with_torch, log):
 
 
 def _algorithm(op, x, w):
-    """The convolution algorithm the compiled backend runs for a conv row ("auto")."""
+    """The convolution algorithm the compiled backend runs for a conv row ("auto"):
+    the forward's, then the input and weight gradients' where they differ."""
     _, kind, xs, wk, opts = op
     if kind == "net":
         convs = NET_CONVS[wk]
@@ -496,7 +497,10 @@ def _algorithm(op, x, w):
         conv_opts = dict(conv_opts)
         rounding = conv_opts.pop("rounding", "exact")
         geom = resolve_geometry(conv_xs[2:], conv_ws[2:], rounding=rounding, **conv_opts)
-        chosen.append(cython_backend.conv2d_algorithm(conv_xs, conv_ws, geom))
+        fwd, dx, dw = (cython_backend.conv2d_algorithm(conv_xs, conv_ws, geom, pass_name=p,
+                                                       dtype=x.dtype)
+                       for p in ("forward", "input_grad", "weight_grad"))
+        chosen.append(fwd if fwd == dx == dw else f"{fwd} (dx {dx}, dW {dw})")
     return "+".join(chosen)
 
 

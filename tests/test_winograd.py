@@ -228,6 +228,54 @@ def test_auto_choice():
     assert cb.conv2d_algorithm((8, 32, 32, 32), (32, 1, 3, 3), geom3, groups=32) == "gemm"
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auto_choice_follows_the_measured_crossovers(dtype):
+    """Each limit of the "auto" rule, just inside and just outside."""
+    def choice(n, c, size, pass_name="forward", groups=1):
+        geom = resolve_geometry((size, size), (3, 3), padding=1)
+        return cb.conv2d_algorithm((n, c, size, size), (c, c // groups, 3, 3), geom, groups,
+                                   pass_name=pass_name, dtype=dtype)
+
+    least = cb.WINOGRAD_MIN_CHANNELS[np.dtype(dtype)]
+    size = cb.WINOGRAD_MIN_SIZE
+    assert choice(16, least, size) == "winograd"
+    assert choice(16, least - 1, size) == "gemm"                   # too few channels
+    assert choice(16, 2 * least, size, groups=2) == "winograd"     # per group
+    assert choice(16, 4 * least, size, groups=8) == "gemm"
+    assert choice(16, least, size - 1) == "gemm"                   # too small an output
+    assert choice(1, least, 56) == "winograd"                      # 196 tiles
+    assert choice(1, least, size) == "gemm"                        # 49 tiles
+    assert choice(1, least, 32) == "winograd"                      # 64 tiles: forward only
+    assert choice(1, least, 32, "input_grad") == "gemm"
+    assert choice(1, least, 32, "weight_grad") == "gemm"
+    assert choice(2, least, 32, "weight_grad") == "winograd"       # 128 tiles
+    assert choice(16, least, size, "input_grad") == "winograd"
+    big = cb.WINOGRAD_DW_MAX_CHANNELS_F64
+    assert choice(16, big, size, "forward") == "winograd"
+    assert choice(16, big, size, "weight_grad") == ("gemm" if dtype == np.float64
+                                                    else "winograd")
+    assert choice(16, big - 1, size, "weight_grad") == "winograd"
+
+
+def test_auto_weight_grad_by_gemm_matches_the_reference():
+    """A float64 call whose dx runs by Winograd and whose dW runs by GEMM (auto)."""
+    rng = np.random.default_rng(8)
+    c = cb.WINOGRAD_DW_MAX_CHANNELS_F64
+    x = rng.standard_normal((1, c, 28, 28)) * 0.1
+    w = rng.standard_normal((c, c, 3, 3)) * 0.1
+    dy = rng.standard_normal((1, c, 28, 28))
+    geom = resolve_geometry((28, 28), (3, 3), padding=1)
+    x5 = np.concatenate([x] * 5)          # 5 images: enough tiles for Winograd
+    dy5 = np.concatenate([dy] * 5)
+    assert cb.conv2d_algorithm(x5.shape, w.shape, geom, pass_name="input_grad",
+                               dtype=np.float64) == "winograd"
+    auto = cb.conv2d_backward(dy5, x5, w, geom, 1, 2)
+    np.testing.assert_array_equal(auto[1], cb.conv2d_backward(dy5, x5, w, geom, 1, 2,
+                                                              algorithm="gemm")[1])
+    np.testing.assert_array_equal(auto[0], cb.conv2d_backward(dy5, x5, w, geom, 1, 2,
+                                                              algorithm="winograd")[0])
+
+
 def test_show_config_lists_the_algorithms():
     from cyconv._config import config_info
     algorithms = config_info()["conv2d algorithms"]

@@ -100,11 +100,22 @@ def _pool_work(shape, geom):
 #: What ``algorithm=`` may name on this backend ("auto" picks one per call).
 CONV2D_ALGORITHMS = ("gemm", "winograd")
 
-# "auto" takes Winograd F(4x4, 3x3) for a 3x3, stride-1, dilation-1 kernel when
-# a group has at least this many input and output channels; below it the
-# transforms cost more than the multiplications they save (crossover measured
-# in docs/performance.md, "Algorithm choice").
-WINOGRAD_MIN_CHANNELS = 8
+# "auto" takes Winograd for a 3x3, stride-1, dilation-1 kernel where it measured
+# faster than im2col+GEMM (tools/tune_conv_algorithms.py, 2 threads, AMD EPYC
+# Zen 3, 2026-12-02; the table is in docs/performance.md, "Algorithm choice"):
+# a group has at least WINOGRAD_MIN_CHANNELS input and output channels (float32:
+# 32; float64, whose GEMM is half as fast, 16), the output is at least
+# WINOGRAD_MIN_SIZE pixels each way (on 7x7 and 14x14 outputs GEMM won at every
+# channel count: 4x4 tiles waste a fifth of the work there) and the call has
+# enough 4x4 output tiles (WINOGRAD_MIN_TILES: a batch of one 28x28 image, 49
+# tiles, lost to GEMM in every pass; at 64 tiles, one 32x32 image, the forward
+# won 1.15-1.44x, the two gradients did not, 0.82-1.22x; from 128 tiles on all
+# three won).  The weight gradient follows the same rule, except in float64 with
+# 128 channels or more, where GEMM measured as fast or faster (0.35-0.98x).
+WINOGRAD_MIN_CHANNELS = {np.dtype(np.float32): 32, np.dtype(np.float64): 16}
+WINOGRAD_MIN_SIZE = 28
+WINOGRAD_MIN_TILES = {"forward": 64, "input_grad": 128, "weight_grad": 128}
+WINOGRAD_DW_MAX_CHANNELS_F64 = 128
 # One thread's Winograd workspace (transformed inputs V and products M of a
 # tile block) is kept near L2 size: the block holds as many tiles as fit, 8-64,
 # and a call has at least WINOGRAD_MIN_BLOCKS blocks when it has the tiles, so
@@ -115,19 +126,26 @@ WINOGRAD_MAX_TILES = 64
 WINOGRAD_MIN_BLOCKS = 4
 
 
-def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto", pass_name="forward"):
+def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto", pass_name="forward",
+                     dtype=np.float32):
     """The algorithm a pass runs: ``"gemm"`` or ``"winograd"`` ("auto" resolved).
 
     ``pass_name`` is ``"forward"``, ``"input_grad"`` (a convolution of dy with
-    the flipped kernel: in and out channels swap) or ``"weight_grad"``.  An
-    explicit ``algorithm`` serves every pass."""
+    the flipped kernel) or ``"weight_grad"``.  An explicit ``algorithm``
+    serves every pass."""
     if algorithm != "auto":
         return algorithm
-    cg, ocg = x_shape[1] // groups, w_shape[0] // groups
-    if (winograd_serves(geom) and min(cg, ocg) >= WINOGRAD_MIN_CHANNELS
-            and min(geom.out_h, geom.out_w) >= 4):
-        return "winograd"
-    return "gemm"
+    dtype = np.dtype(dtype)
+    channels = min(x_shape[1] // groups, w_shape[0] // groups)
+    tiles = x_shape[0] * -(-geom.out_h // 4) * -(-geom.out_w // 4)
+    if not (winograd_serves(geom) and channels >= WINOGRAD_MIN_CHANNELS.get(dtype, 32)
+            and min(geom.out_h, geom.out_w) >= WINOGRAD_MIN_SIZE
+            and tiles >= WINOGRAD_MIN_TILES[pass_name]):
+        return "gemm"
+    if (pass_name == "weight_grad" and dtype == np.float64
+            and channels >= WINOGRAD_DW_MAX_CHANNELS_F64):
+        return "gemm"
+    return "winograd"
 
 
 def _winograd_tile(out_h, out_w):
@@ -177,7 +195,8 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
     w = np.ascontiguousarray(w, dtype=x.dtype)
     bias = None if b is None else np.ascontiguousarray(b, dtype=x.dtype)
     out_shape = (x.shape[0], w.shape[0], geom.out_h, geom.out_w)
-    if conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm) == "winograd":
+    if conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm, "forward",
+                        x.dtype) == "winograd":
         y = _winograd_conv(x, w, bias, out_shape, geom.pad_top, geom.pad_left, groups,
                            n_threads)
         if y is not None:
@@ -215,12 +234,12 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
     dx = dw = None
     finite = True
     if need_dx and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
-                                    "input_grad") == "winograd":
+                                    "input_grad", x.dtype) == "winograd":
         dx = _winograd_conv(dy, _flipped_kernel(w, groups), None, x.shape,
                             2 - geom.pad_top, 2 - geom.pad_left, groups, n_threads)
         finite = dx is not None
     if finite and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
-                                   "weight_grad") == "winograd":
+                                   "weight_grad", x.dtype) == "winograd":
         dw = _winograd_weight_grad(dy, x, w, geom, groups, n_threads)
         finite = dw is not None
     if not finite:
