@@ -55,6 +55,12 @@ _EMPTY4 = {dtype: empty.reshape(0, 0, 0, 0) for dtype, empty in _EMPTY.items()}
 # parallel region can wait milliseconds for a core.  Results do not depend on
 # the thread count, so the cap changes speed only.
 WORK_PER_THREAD = 1 << 16
+# The GEMM backward opens up to three parallel regions (dW, the slot sum, dx),
+# each waking the threads again: it asks BACKWARD_WORK_FACTOR times the work per thread.
+# Measured at batch 1, 2 threads against 1 (docs/performance.md): the book's
+# 5x5 conv (0.9 M multiply-adds) ran 0.32x, LeNet conv2 (0.5 M) 0.70x, the
+# strided conv (9 M) 1.11x, VGG (231 M) 1.63x.
+BACKWARD_WORK_FACTOR = 16
 
 
 #: False for a build without OpenMP (the kernels then ignore their thread count).
@@ -250,8 +256,8 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
         dw = np.empty_like(w) if gemm_dw else dw
         work = (int(gemm_dx) + int(gemm_dw)) * _conv_work(x, w, geom)
         _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, geom,
-                              int(groups), _useful_threads(n_threads, work), gemm_dx,
-                              gemm_dw)
+                              int(groups), _useful_threads(n_threads, work // BACKWARD_WORK_FACTOR),
+                              gemm_dx, gemm_dw)
     _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
     return dx, dw, db
 
