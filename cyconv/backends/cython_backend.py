@@ -114,13 +114,15 @@ CONV2D_ALGORITHMS = ("gemm", "winograd")
 # WINOGRAD_MIN_SIZE pixels each way (on 7x7 and 14x14 outputs GEMM won at every
 # channel count: 4x4 tiles waste a fifth of the work there) and the call has
 # enough 4x4 output tiles (WINOGRAD_MIN_TILES: a batch of one 28x28 image, 49
-# tiles, lost to GEMM in every pass; at 64 tiles, one 32x32 image, the forward
-# won 1.15-1.44x, the two gradients did not, 0.82-1.22x; from 128 tiles on all
-# three won).  The weight gradient follows the same rule, except in float64 with
-# 128 channels or more, where GEMM measured as fast or faster (0.35-0.98x).
+# tiles, lost to GEMM in every pass; from 128 tiles on, all three passes won; at
+# 64 tiles, one 32x32 image, only the float64 forward won in every measurement,
+# 1.15-1.44x: WINOGRAD_MIN_TILES_F64_FORWARD).  The weight gradient follows the
+# same rule, except in float64 with 128 channels or more, where GEMM measured as
+# fast or faster (0.35-0.98x).
 WINOGRAD_MIN_CHANNELS = {np.dtype(np.float32): 32, np.dtype(np.float64): 16}
 WINOGRAD_MIN_SIZE = 28
-WINOGRAD_MIN_TILES = {"forward": 64, "input_grad": 128, "weight_grad": 128}
+WINOGRAD_MIN_TILES = 128
+WINOGRAD_MIN_TILES_F64_FORWARD = 64
 WINOGRAD_DW_MAX_CHANNELS_F64 = 128
 # One thread's Winograd workspace (transformed inputs V and products M of a
 # tile block) is kept near L2 size: the block holds as many tiles as fit, 8-64,
@@ -146,7 +148,9 @@ def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto", pass_na
     tiles = x_shape[0] * -(-geom.out_h // 4) * -(-geom.out_w // 4)
     if not (winograd_serves(geom) and channels >= WINOGRAD_MIN_CHANNELS.get(dtype, 32)
             and min(geom.out_h, geom.out_w) >= WINOGRAD_MIN_SIZE
-            and tiles >= WINOGRAD_MIN_TILES[pass_name]):
+            and tiles >= (WINOGRAD_MIN_TILES_F64_FORWARD
+                          if pass_name == "forward" and dtype == np.float64
+                          else WINOGRAD_MIN_TILES)):
         return "gemm"
     if (pass_name == "weight_grad" and dtype == np.float64
             and channels >= WINOGRAD_DW_MAX_CHANNELS_F64):
