@@ -106,3 +106,9 @@ def check_positive_int(value, name):
 def check_shape(array, expected, name):
     if tuple(array.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(array.shape)}")
+
+
+def class_labels(t):
+    """Integer class labels of targets ``t``: labels (N,) as given, one-hot (N, K) by argmax."""
+    t = np.asarray(t)
+    return t.argmax(axis=1) if t.ndim == 2 else t

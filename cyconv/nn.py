@@ -40,7 +40,7 @@ import zlib
 import numpy as np
 
 from ._shapes import ShapeError
-from ._validation import _channels, channels_last_hint
+from ._validation import _channels, channels_last_hint, class_labels
 from .layers import (
     Affine,
     Conv2D,
@@ -308,7 +308,7 @@ class Sequential:
             raise ValueError("cannot evaluate on an empty data set")
         total_loss = 0.0
         correct = 0
-        labels = _labels(t)
+        labels = class_labels(t)
         for start in range(0, n, batch_size):
             scores = self.predict(x[start:start + batch_size], train=False)
             tb = t[start:start + batch_size]
@@ -318,7 +318,7 @@ class Sequential:
 
     def accuracy(self, x, t, batch_size=100):
         """Fraction of correctly classified samples (``t``: labels or one-hot)."""
-        labels = _labels(t)
+        labels = class_labels(t)
         if len(x) == 0:
             raise ValueError("cannot compute the accuracy of an empty data set")
         correct = 0
@@ -511,11 +511,6 @@ def _read_member(member, file_size, like):
     if len(data) != data_bytes or member.read(1):  # reading to the end checks the CRC
         raise _MemberRefused(f"does not hold the {data_bytes} data bytes its header says")
     return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
-
-
-def _labels(t):
-    t = np.asarray(t)
-    return t.argmax(axis=1) if t.ndim == 2 else t
 
 
 def _conv_option(conv, *names, default):

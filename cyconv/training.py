@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._validation import class_labels
 from .optim import get_optimizer
 
 __all__ = ["History", "Trainer"]
@@ -91,11 +92,6 @@ def _shows_a_bar(tqdm, stream):
     except ValueError:  # a closed stream
         return False
     return any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)
-
-
-def _labels(t):
-    t = np.asarray(t)
-    return t.argmax(axis=1) if t.ndim == 2 else t
 
 
 class Trainer:
@@ -207,7 +203,7 @@ class Trainer:
         tqdm = _tqdm() if self.progress else None
         if tqdm is not None and not _shows_a_bar(tqdm, self.file or sys.stderr):
             tqdm = None
-        labels = _labels(self.t_train)
+        labels = class_labels(self.t_train)
         try:
             for epoch in range(1, self.epochs + 1):
                 batches = self._epoch_batches(self.rng.permutation(n))
