@@ -45,6 +45,7 @@ from .backends import (
     BackendFallbackWarning,
     KernelSets,
     environment_backends,
+    explicit_backend_error,
     pop_preference,
     preference_order,
     push_preference,
@@ -277,12 +278,8 @@ class Registry:
                 raise TypeError(f"backend must be a str or None, got {backend!r}")
             if backend in slot:
                 return slot[backend]
-            if backend in self.unavailable_backends:
-                raise BackendError(f"backend {backend!r} is unavailable: "
-                                   f"{self.unavailable_backends[backend]}. Layer {name!r} is "
-                                   f"available for: {', '.join(_ordered(list(slot)))}.")
-            raise BackendError(f"layer {name!r} has no {backend!r} implementation; available "
-                               f"backends for it: {', '.join(_ordered(list(slot)))}.")
+            raise explicit_backend_error(name, backend, _ordered(list(slot)),
+                                         self.unavailable_backends)
         skipped_reserved = False
         for candidate in backend_preference() + _ordered(list(slot)):
             if candidate in slot:

@@ -53,6 +53,7 @@ from ._kernel_sets import (
     KernelSets,
     SerialBuildWarning,
     environment_backends,
+    explicit_backend_error,
     ordered,
     pop_preference,
     preference_order,
@@ -66,7 +67,8 @@ except ImportError as _exc:
     _CYTHON_ERROR = f"the compiled extension failed to import ({_exc})"
 
 __all__ = ["BUILTIN_BACKENDS", "BackendError", "BackendFallbackWarning", "KERNEL_SETS",
-           "KernelSets", "SerialBuildWarning", "environment_backends", "kernels_for", "ordered",
+           "KernelSets", "SerialBuildWarning", "environment_backends", "explicit_backend_error",
+           "kernels_for", "ordered",
            "pop_preference", "preference_order", "push_preference"]
 
 #: The kernel sets: ``numpy`` always, ``cython`` where the extension loads.

@@ -29,6 +29,17 @@ class BackendError(LookupError):
     """A requested backend does not exist, is unavailable, or lacks the layer."""
 
 
+def explicit_backend_error(layer, backend, serving, unavailable):
+    """The error for an explicitly named ``backend`` that cannot serve ``layer``:
+    unavailable (``unavailable`` maps such backends to the reason), or lacking
+    the layer; ``serving`` lists the backends that can."""
+    if backend in unavailable:
+        return BackendError(f"backend {backend!r} is unavailable: {unavailable[backend]}. "
+                            f"Layer {layer!r} is available for: {', '.join(serving)}.")
+    return BackendError(f"layer {layer!r} has no {backend!r} implementation; available "
+                        f"backends for it: {', '.join(serving)}.")
+
+
 class BackendFallbackWarning(UserWarning):
     """The compiled backend is unavailable and cyconv runs on the numpy backend."""
 
@@ -137,12 +148,7 @@ class KernelSets:
         if backend is not None:
             if backend in serving:
                 return backend, self.get(backend)
-            if backend in self.unavailable:
-                raise BackendError(f"backend {backend!r} is unavailable: "
-                                   f"{self.unavailable[backend]}. Layer {layer!r} is "
-                                   f"available for: {', '.join(serving)}.")
-            raise BackendError(f"layer {layer!r} has no {backend!r} implementation; available "
-                               f"backends for it: {', '.join(serving)}.")
+            raise explicit_backend_error(layer, backend, serving, self.unavailable)
         skipped = False
         for candidate in preference_order() + serving:
             if candidate in serving:
