@@ -26,101 +26,79 @@ from ._openmp cimport omp_get_thread_num
 
 
 # -- 1-D transforms over a run of items ----------------------------------------
-# Each reads k values of every item t from ``s`` (value i at s[i*ss + t*st]) and
-# writes its outputs to ``d`` (output j at d[j*ds + t*dt]); the loop runs over
-# items only, so the compiler vectorises across them (pixels of a row, or tiles).
+# In C (include/cyconv_winograd.h: restrict pointers, so that the compiler
+# vectorises across the items); value i of item t at s[i*ss + t], output j at
+# d[j*ds + t]; "row" variants work along one row of pixels, tiles every m.
 
-cdef inline void _bt4(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
-                      index_t dt, index_t nt) noexcept nogil:
-    """B^T of F(4, 3): 6 -> 6 (interpolation points 0, 1, -1, 2, -2, inf)."""
-    cdef index_t t
-    cdef floating_t s0, s1, s2, s3, s4, s5
-    # typed constants: a bare literal is a C double and would promote the arithmetic
-    cdef floating_t c2 = 2, c4 = 4, c5 = 5
-    for t in range(nt):
-        s0 = s[t * st]
-        s1 = s[ss + t * st]
-        s2 = s[2 * ss + t * st]
-        s3 = s[3 * ss + t * st]
-        s4 = s[4 * ss + t * st]
-        s5 = s[5 * ss + t * st]
-        d[t * dt] = c4 * s0 - c5 * s2 + s4
-        d[ds + t * dt] = (s4 + s3) - c4 * (s1 + s2)
-        d[2 * ds + t * dt] = (s4 - s3) + c4 * (s1 - s2)
-        d[3 * ds + t * dt] = (s4 - s2) + c2 * (s3 - s1)
-        d[4 * ds + t * dt] = (s4 - s2) - c2 * (s3 - s1)
-        d[5 * ds + t * dt] = c4 * s1 - c5 * s3 + s5
-
-
-cdef inline void _at4(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
-                      index_t dt, index_t nt) noexcept nogil:
-    """A^T of F(4, 3): 6 -> 4."""
-    cdef index_t t
-    cdef floating_t s0, p12, m12, p34, m34, s5
-    # typed constants: a bare literal is a C double and would promote the arithmetic
-    cdef floating_t c2 = 2, c4 = 4, c8 = 8
-    for t in range(nt):
-        s0 = s[t * st]
-        p12 = s[ss + t * st] + s[2 * ss + t * st]
-        m12 = s[ss + t * st] - s[2 * ss + t * st]
-        p34 = s[3 * ss + t * st] + s[4 * ss + t * st]
-        m34 = s[3 * ss + t * st] - s[4 * ss + t * st]
-        s5 = s[5 * ss + t * st]
-        d[t * dt] = s0 + p12 + p34
-        d[ds + t * dt] = m12 + c2 * m34
-        d[2 * ds + t * dt] = p12 + c4 * p34
-        d[3 * ds + t * dt] = m12 + c8 * m34 + s5
+cdef extern from "include/cyconv_winograd.h" nogil:
+    void cyconv_wino_input_cols_s(int m, const float* s, index_t ss, float* d, index_t ds,
+                                  index_t n)
+    void cyconv_wino_input_cols_d(int m, const double* s, index_t ss, double* d, index_t ds,
+                                  index_t n)
+    void cyconv_wino_input_row_s(int m, const float* s, float* d, index_t ds, index_t n)
+    void cyconv_wino_input_row_d(int m, const double* s, double* d, index_t ds, index_t n)
+    void cyconv_wino_grad_cols_s(int m, const float* s, index_t ss, float* d, index_t ds,
+                                 index_t n)
+    void cyconv_wino_grad_cols_d(int m, const double* s, index_t ss, double* d, index_t ds,
+                                 index_t n)
+    void cyconv_wino_grad_row_s(int m, const float* s, float* d, index_t ds, index_t n)
+    void cyconv_wino_grad_row_d(int m, const double* s, double* d, index_t ds, index_t n)
+    void cyconv_wino_output_cols_s(int m, const float* s, index_t ss, float* d, index_t ds,
+                                   index_t n)
+    void cyconv_wino_output_cols_d(int m, const double* s, index_t ss, double* d, index_t ds,
+                                   index_t n)
+    void cyconv_wino_output_row_s(int m, const float* s, index_t ss, float* y, index_t n,
+                                  float bias)
+    void cyconv_wino_output_row_d(int m, const double* s, index_t ss, double* y, index_t n,
+                                  double bias)
 
 
-cdef inline void _a4(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
-                     index_t dt, index_t nt) noexcept nogil:
-    """A of F(4, 3) (the adjoint of A^T, for dW): 4 -> 6."""
-    cdef index_t t
-    cdef floating_t s0, s1, s2, s3
-    # typed constants: a bare literal is a C double and would promote the arithmetic
-    cdef floating_t c2 = 2, c4 = 4
-    for t in range(nt):
-        s0 = s[t * st]
-        s1 = s[ss + t * st]
-        s2 = s[2 * ss + t * st]
-        s3 = s[3 * ss + t * st]
-        d[t * dt] = s0
-        d[ds + t * dt] = (s0 + s2) + (s1 + s3)
-        d[2 * ds + t * dt] = (s0 + s2) - (s1 + s3)
-        d[3 * ds + t * dt] = (s0 + c4 * s2) + c2 * (s1 + c4 * s3)
-        d[4 * ds + t * dt] = (s0 + c4 * s2) - c2 * (s1 + c4 * s3)
-        d[5 * ds + t * dt] = s3
+cdef inline void _input_cols(int m, const floating_t* s, index_t ss, floating_t* d,
+                             index_t ds, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_wino_input_cols_s(m, s, ss, d, ds, n)
+    else:
+        cyconv_wino_input_cols_d(m, s, ss, d, ds, n)
 
 
-cdef inline void _bt2(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
-                      index_t dt, index_t nt) noexcept nogil:
-    """B^T of F(2, 3): 4 -> 4 (points 0, 1, -1, inf)."""
-    cdef index_t t
-    for t in range(nt):
-        d[t * dt] = s[t * st] - s[2 * ss + t * st]
-        d[ds + t * dt] = s[ss + t * st] + s[2 * ss + t * st]
-        d[2 * ds + t * dt] = s[2 * ss + t * st] - s[ss + t * st]
-        d[3 * ds + t * dt] = s[ss + t * st] - s[3 * ss + t * st]
+cdef inline void _input_row(int m, const floating_t* s, floating_t* d, index_t ds,
+                            index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_wino_input_row_s(m, s, d, ds, n)
+    else:
+        cyconv_wino_input_row_d(m, s, d, ds, n)
 
 
-cdef inline void _at2(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
-                      index_t dt, index_t nt) noexcept nogil:
-    """A^T of F(2, 3): 4 -> 2."""
-    cdef index_t t
-    for t in range(nt):
-        d[t * dt] = s[t * st] + s[ss + t * st] + s[2 * ss + t * st]
-        d[ds + t * dt] = s[ss + t * st] - s[2 * ss + t * st] - s[3 * ss + t * st]
+cdef inline void _grad_cols(int m, const floating_t* s, index_t ss, floating_t* d,
+                            index_t ds, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_wino_grad_cols_s(m, s, ss, d, ds, n)
+    else:
+        cyconv_wino_grad_cols_d(m, s, ss, d, ds, n)
 
 
-cdef inline void _a2(const floating_t* s, index_t ss, index_t st, floating_t* d, index_t ds,
-                     index_t dt, index_t nt) noexcept nogil:
-    """A of F(2, 3): 2 -> 4."""
-    cdef index_t t
-    for t in range(nt):
-        d[t * dt] = s[t * st]
-        d[ds + t * dt] = s[t * st] + s[ss + t * st]
-        d[2 * ds + t * dt] = s[t * st] - s[ss + t * st]
-        d[3 * ds + t * dt] = -s[ss + t * st]
+cdef inline void _grad_row(int m, const floating_t* s, floating_t* d, index_t ds,
+                           index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_wino_grad_row_s(m, s, d, ds, n)
+    else:
+        cyconv_wino_grad_row_d(m, s, d, ds, n)
+
+
+cdef inline void _output_cols(int m, const floating_t* s, index_t ss, floating_t* d,
+                              index_t ds, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_wino_output_cols_s(m, s, ss, d, ds, n)
+    else:
+        cyconv_wino_output_cols_d(m, s, ss, d, ds, n)
+
+
+cdef inline void _output_row(int m, const floating_t* s, index_t ss, floating_t* y, index_t n,
+                             floating_t bias) noexcept nogil:
+    if floating_t is float:
+        cyconv_wino_output_row_s(m, s, ss, y, n, bias)
+    else:
+        cyconv_wino_output_row_d(m, s, ss, y, n, bias)
 
 
 # -- the weight transforms (double, once per call) ------------------------------
@@ -297,16 +275,10 @@ cdef inline void _input_transform(const tiling* g, const floating_t* plane,
         _load_rows(plane, g.H, g.W, seg[i * SEG + 2] - g.PT,
                    seg[i * SEG + 3] - g.PL, A, width, R, RW)
         # down the columns, all pixels of the segment at once: T[k, p] = (B^T R)[k, p]
-        if A == 6:
-            _bt4(R, RW, 1, T, RW, 1, width)
-        else:
-            _bt2(R, RW, 1, T, RW, 1, width)
+        _input_cols(<int>m, R, RW, T, RW, width)
         # along each row, one tile per item (tiles start every m pixels)
-        for k in range(A):   # literal strides: after inlining the compiler vectorises
-            if A == 6:
-                _bt4(T + k * RW, 1, 4, v + k * A * vs + q0, vs, 1, L)
-            else:
-                _bt2(T + k * RW, 1, 2, v + k * A * vs + q0, vs, 1, L)
+        for k in range(A):
+            _input_row(<int>m, T + k * RW, v + k * A * vs + q0, vs, L)
 
 
 cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
@@ -319,15 +291,9 @@ cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
         L = seg[i * SEG + 4]
         width = L * m
         _load_rows(plane, g.OH, g.OW, seg[i * SEG + 2], seg[i * SEG + 3], m, width, R, RW)
-        if A == 6:
-            _a4(R, RW, 1, T, RW, 1, width)
-        else:
-            _a2(R, RW, 1, T, RW, 1, width)
+        _grad_cols(<int>m, R, RW, T, RW, width)
         for k in range(A):
-            if A == 6:
-                _a4(T + k * RW, 1, 4, v + k * A * vs + q0, vs, 1, L)
-            else:
-                _a2(T + k * RW, 1, 2, v + k * A * vs + q0, vs, 1, L)
+            _grad_row(<int>m, T + k * RW, v + k * A * vs + q0, vs, L)
 
 
 cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_t ms,
@@ -335,30 +301,29 @@ cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_
                                    floating_t* tmp, floating_t* row, floating_t* y_img0,
                                    index_t img_stride, floating_t bias) noexcept nogil:
     """Scatter y = A^T M A (+ bias) of every tile of the block, M[xi] at mm[xi*ms + q]."""
-    cdef index_t A = g.A, m = g.m, TB = g.TB, i, j, r, p, q0, L, oy, ox, width
+    cdef index_t A = g.A, m = g.m, TB = g.TB, i, j, r, p, q0, L, oy, ox, width, full
     cdef floating_t* yr
+    cdef const floating_t* tr
     for j in range(A):          # down the columns: tmp[(i*A + j)*TB + q], i < m
-        if A == 6:
-            _at4(mm + j * ms, A * ms, 1, tmp + j * TB, A * TB, 1, nt)
-        else:
-            _at2(mm + j * ms, A * ms, 1, tmp + j * TB, A * TB, 1, nt)
+        _output_cols(<int>m, mm + j * ms, A * ms, tmp + j * TB, A * TB, nt)
     for i in range(ns):
         q0 = seg[i * SEG]
         oy = seg[i * SEG + 2]
         ox = seg[i * SEG + 3]
         L = seg[i * SEG + 4]
         width = min(L * m, g.OW - ox)
+        full = width // m       # tiles wholly inside the output row
         for r in range(m):
             if oy + r >= g.OH:
                 break
-            # along the row: pixel q*m + l of the segment
-            if A == 6:
-                _at4(tmp + r * A * TB + q0, TB, 1, row, 1, 4, L)
-            else:
-                _at2(tmp + r * A * TB + q0, TB, 1, row, 1, 2, L)
+            # along the row: pixel q*m + l of the segment, straight into y
+            tr = tmp + r * A * TB + q0
             yr = y_img0 + seg[i * SEG + 1] * img_stride + (oy + r) * g.OW + ox
-            for p in range(width):
-                yr[p] = row[p] + bias
+            _output_row(<int>m, tr, TB, yr, full, bias)
+            if full * m < width:    # the last tile sticks out of the row
+                _output_row(<int>m, tr + full, TB, row, 1, bias)
+                for p in range(width - full * m):
+                    yr[full * m + p] = row[p]
 
 
 cdef inline void _mark_nonfinite(const floating_t* v, index_t vs, index_t A2, floating_t* flag,
