@@ -120,6 +120,17 @@ def test_bench_missing(monkeypatch, capsys):
     assert "cyconv.bench is not available" in err and err.count("\n") == 1
 
 
+def test_bench_lists_its_ops_in_process(capsys):
+    """``cyconv.bench`` is a package; ``--list`` runs nothing and shows every op."""
+    from cyconv import bench
+    from cyconv.bench.cli import DESCRIPTION
+
+    assert bench.__doc__.split("\n\n")[0] == DESCRIPTION  # what --help shows
+    assert bench.main(["--list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[1] for line in lines] == [op[0] for op in bench.OPS]
+
+
 def test_tiny_train_run_on_digits(tmp_path):
     pytest.importorskip("sklearn")
     save = tmp_path / "params.npz"
