@@ -31,66 +31,37 @@ from ._openmp cimport omp_get_thread_num
 # d[j*ds + t]; "row" variants work along one row of pixels, tiles every m.
 
 cdef extern from "include/cyconv_winograd.h" nogil:
-    void cyconv_wino_input_cols_s(int m, const float* s, index_t ss, float* d, index_t ds,
-                                  index_t n)
-    void cyconv_wino_input_cols_d(int m, const double* s, index_t ss, double* d, index_t ds,
-                                  index_t n)
-    void cyconv_wino_input_row_s(int m, const float* s, float* d, index_t ds, index_t n)
-    void cyconv_wino_input_row_d(int m, const double* s, double* d, index_t ds, index_t n)
-    void cyconv_wino_grad_cols_s(int m, const float* s, index_t ss, float* d, index_t ds,
-                                 index_t n)
-    void cyconv_wino_grad_cols_d(int m, const double* s, index_t ss, double* d, index_t ds,
-                                 index_t n)
-    void cyconv_wino_grad_row_s(int m, const float* s, float* d, index_t ds, index_t n)
-    void cyconv_wino_grad_row_d(int m, const double* s, double* d, index_t ds, index_t n)
-    void cyconv_wino_output_cols_s(int m, const float* s, index_t ss, float* d, index_t ds,
-                                   index_t n)
-    void cyconv_wino_output_cols_d(int m, const double* s, index_t ss, double* d, index_t ds,
-                                   index_t n)
+    enum:
+        CYCONV_WINO_INPUT     # B^T d B
+        CYCONV_WINO_GRAD      # A dY A^T (for dW)
+        CYCONV_WINO_OUTPUT    # A^T M A
+    void cyconv_wino_cols_s(int kind, int m, const float* s, index_t ss, float* d,
+                            index_t ds, index_t n)
+    void cyconv_wino_cols_d(int kind, int m, const double* s, index_t ss, double* d,
+                            index_t ds, index_t n)
+    void cyconv_wino_row_s(int kind, int m, const float* s, float* d, index_t ds, index_t n)
+    void cyconv_wino_row_d(int kind, int m, const double* s, double* d, index_t ds,
+                           index_t n)
     void cyconv_wino_output_row_s(int m, const float* s, index_t ss, float* y, index_t n,
                                   float bias)
     void cyconv_wino_output_row_d(int m, const double* s, index_t ss, double* y, index_t n,
                                   double bias)
 
 
-cdef inline void _input_cols(int m, const floating_t* s, index_t ss, floating_t* d,
-                             index_t ds, index_t n) noexcept nogil:
+cdef inline void _cols(int kind, int m, const floating_t* s, index_t ss, floating_t* d,
+                       index_t ds, index_t n) noexcept nogil:
     if floating_t is float:
-        cyconv_wino_input_cols_s(m, s, ss, d, ds, n)
+        cyconv_wino_cols_s(kind, m, s, ss, d, ds, n)
     else:
-        cyconv_wino_input_cols_d(m, s, ss, d, ds, n)
+        cyconv_wino_cols_d(kind, m, s, ss, d, ds, n)
 
 
-cdef inline void _input_row(int m, const floating_t* s, floating_t* d, index_t ds,
-                            index_t n) noexcept nogil:
+cdef inline void _row(int kind, int m, const floating_t* s, floating_t* d, index_t ds,
+                      index_t n) noexcept nogil:
     if floating_t is float:
-        cyconv_wino_input_row_s(m, s, d, ds, n)
+        cyconv_wino_row_s(kind, m, s, d, ds, n)
     else:
-        cyconv_wino_input_row_d(m, s, d, ds, n)
-
-
-cdef inline void _grad_cols(int m, const floating_t* s, index_t ss, floating_t* d,
-                            index_t ds, index_t n) noexcept nogil:
-    if floating_t is float:
-        cyconv_wino_grad_cols_s(m, s, ss, d, ds, n)
-    else:
-        cyconv_wino_grad_cols_d(m, s, ss, d, ds, n)
-
-
-cdef inline void _grad_row(int m, const floating_t* s, floating_t* d, index_t ds,
-                           index_t n) noexcept nogil:
-    if floating_t is float:
-        cyconv_wino_grad_row_s(m, s, d, ds, n)
-    else:
-        cyconv_wino_grad_row_d(m, s, d, ds, n)
-
-
-cdef inline void _output_cols(int m, const floating_t* s, index_t ss, floating_t* d,
-                              index_t ds, index_t n) noexcept nogil:
-    if floating_t is float:
-        cyconv_wino_output_cols_s(m, s, ss, d, ds, n)
-    else:
-        cyconv_wino_output_cols_d(m, s, ss, d, ds, n)
+        cyconv_wino_row_d(kind, m, s, d, ds, n)
 
 
 cdef inline void _output_row(int m, const floating_t* s, index_t ss, floating_t* y, index_t n,
@@ -239,6 +210,12 @@ cdef inline index_t _segments(const tiling* g, index_t t0, index_t nt,
     return ns
 
 
+# The input transform's row kernel reads up to 2 elements past a row of T
+# (include/cyconv_winograd_impl.h, cw_bt4_row_kernel): T has them.
+cdef enum:
+    ROW_SLACK = 2
+
+
 cdef inline void _load_rows(const floating_t* plane, index_t H, index_t W, index_t iy0,
                             index_t ix0, index_t rows, index_t width, floating_t* R,
                             index_t RW) noexcept nogil:
@@ -275,10 +252,10 @@ cdef inline void _input_transform(const tiling* g, const floating_t* plane,
         _load_rows(plane, g.H, g.W, seg[i * SEG + 2] - g.PT,
                    seg[i * SEG + 3] - g.PL, A, width, R, RW)
         # down the columns, all pixels of the segment at once: T[k, p] = (B^T R)[k, p]
-        _input_cols(<int>m, R, RW, T, RW, width)
+        _cols(CYCONV_WINO_INPUT, <int>m, R, RW, T, RW, width)
         # along each row, one tile per item (tiles start every m pixels)
         for k in range(A):
-            _input_row(<int>m, T + k * RW, v + k * A * vs + q0, vs, L)
+            _row(CYCONV_WINO_INPUT, <int>m, T + k * RW, v + k * A * vs + q0, vs, L)
 
 
 cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
@@ -291,9 +268,9 @@ cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
         L = seg[i * SEG + 4]
         width = L * m
         _load_rows(plane, g.OH, g.OW, seg[i * SEG + 2], seg[i * SEG + 3], m, width, R, RW)
-        _grad_cols(<int>m, R, RW, T, RW, width)
+        _cols(CYCONV_WINO_GRAD, <int>m, R, RW, T, RW, width)
         for k in range(A):
-            _grad_row(<int>m, T + k * RW, v + k * A * vs + q0, vs, L)
+            _row(CYCONV_WINO_GRAD, <int>m, T + k * RW, v + k * A * vs + q0, vs, L)
 
 
 cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_t ms,
@@ -305,7 +282,7 @@ cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_
     cdef floating_t* yr
     cdef const floating_t* tr
     for j in range(A):          # down the columns: tmp[(i*A + j)*TB + q], i < m
-        _output_cols(<int>m, mm + j * ms, A * ms, tmp + j * TB, A * TB, nt)
+        _cols(CYCONV_WINO_OUTPUT, <int>m, mm + j * ms, A * ms, tmp + j * TB, A * TB, nt)
     for i in range(ns):
         q0 = seg[i * SEG]
         oy = seg[i * SEG + 2]
@@ -358,9 +335,10 @@ cdef inline void _input_tiles(const tiling* g, const floating_t* x_g, index_t im
 
 
 cdef index_t _per_thread(const tiling* g, index_t Cg, index_t OCg):
-    """Workspace elements one thread needs: rows R and T, V, M, tmp, a row, flags."""
+    """Workspace elements one thread needs: rows R and T (+ ROW_SLACK), V, M, tmp, a
+    row, flags."""
     cdef index_t A2 = g.A * g.A
-    return 2 * g.A * g.RW + A2 * (Cg + OCg) * g.TB + g.m * g.A * g.TB + g.RW + g.TB
+    return 2 * g.A * g.RW + ROW_SLACK + A2 * (Cg + OCg) * g.TB + g.m * g.A * g.TB + g.RW + g.TB
 
 
 def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
@@ -404,7 +382,7 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 tid = omp_get_thread_num()
                 R = ws + tid * per_thread
                 Tr = R + g.A * g.RW
-                v = Tr + g.A * g.RW
+                v = Tr + g.A * g.RW + ROW_SLACK
                 mm = v + A2 * Cg * TB
                 tmp = mm + A2 * OCg * TB
                 row = tmp + g.m * g.A * TB
@@ -478,7 +456,7 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                 tid = omp_get_thread_num()
                 R = ws + tid * per_thread
                 Tr = R + g.A * g.RW
-                v = Tr + g.A * g.RW
+                v = Tr + g.A * g.RW + ROW_SLACK
                 dm = v + A2 * Cg * TB
                 flag = dm + A2 * OCg * TB + g.m * g.A * TB + g.RW
                 seg = segs + tid * SEG * TB

@@ -27,6 +27,11 @@
 #define CYCONV_WINOGRAD_H
 
 #include <stddef.h>
+#include <string.h>
+
+/* which transform: the input's (B^T), the output gradient's for dW (A), the
+   output's (A^T) */
+enum { CYCONV_WINO_INPUT = 0, CYCONV_WINO_GRAD = 1, CYCONV_WINO_OUTPUT = 2 };
 
 #if defined(__GNUC__)
 #define CW_RESTRICT __restrict__
@@ -34,16 +39,100 @@
 #define CW_RESTRICT
 #endif
 
+/* ---- the arithmetic, once: for scalars and GCC vectors, both dtypes ------
+ * (c2, c4, c5, c8: constants of the element type in the calling kernel) */
+
+/* B^T of F(4, 3): 6 -> 6 (interpolation points 0, 1, -1, 2, -2, inf). */
+#define CW_BT4(a0, a1, a2, a3, a4, a5, D0, D1, D2, D3, D4, D5) do { \
+        (D0) = c4 * (a0) - c5 * (a2) + (a4);                            \
+        (D1) = ((a4) + (a3)) - c4 * ((a1) + (a2));                      \
+        (D2) = ((a4) - (a3)) + c4 * ((a1) - (a2));                      \
+        (D3) = ((a4) - (a2)) + c2 * ((a3) - (a1));                      \
+        (D4) = ((a4) - (a2)) - c2 * ((a3) - (a1));                      \
+        (D5) = c4 * (a1) - c5 * (a3) + (a5);                            \
+    } while (0)
+
+/* B^T of F(2, 3): 4 -> 4 (points 0, 1, -1, inf). */
+#define CW_BT2(a0, a1, a2, a3, D0, D1, D2, D3) do { \
+        (D0) = (a0) - (a2);                         \
+        (D1) = (a1) + (a2);                         \
+        (D2) = (a2) - (a1);                         \
+        (D3) = (a1) - (a3);                         \
+    } while (0)
+
+/* A^T of F(4, 3): 6 -> 4. */
+#define CW_AT4(a0, a1, a2, a3, a4, a5, D0, D1, D2, D3) do {          \
+        CW_T p12 = (a1) + (a2), m12 = (a1) - (a2);                    \
+        CW_T p34 = (a3) + (a4), m34 = (a3) - (a4);                    \
+        (D0) = (a0) + p12 + p34;                                      \
+        (D1) = m12 + c2 * m34;                                        \
+        (D2) = p12 + c4 * p34;                                        \
+        (D3) = m12 + c8 * m34 + (a5);                                 \
+    } while (0)
+
+/* A^T of F(2, 3): 4 -> 2. */
+#define CW_AT2(a0, a1, a2, a3, D0, D1) do { \
+        (D0) = (a0) + (a1) + (a2);          \
+        (D1) = (a1) - (a2) - (a3);          \
+    } while (0)
+
+/* A of F(4, 3) (the adjoint of A^T, for dW): 4 -> 6. */
+#define CW_A4(a0, a1, a2, a3, D0, D1, D2, D3, D4, D5) do { \
+        (D0) = (a0);                                       \
+        (D1) = ((a0) + (a2)) + ((a1) + (a3));              \
+        (D2) = ((a0) + (a2)) - ((a1) + (a3));              \
+        (D3) = ((a0) + c4 * (a2)) + c2 * ((a1) + c4 * (a3)); \
+        (D4) = ((a0) + c4 * (a2)) - c2 * ((a1) + c4 * (a3)); \
+        (D5) = (a3);                                       \
+    } while (0)
+
+/* A of F(2, 3): 2 -> 4. */
+#define CW_A2(a0, a1, D0, D1, D2, D3) do { \
+        (D0) = (a0);                       \
+        (D1) = (a0) + (a1);                \
+        (D2) = (a0) - (a1);                \
+        (D3) = -(a1);                      \
+    } while (0)
+
+/* 8 lanes, for the row kernel GCC's loop vectoriser leaves scalar (clang's
+   shuffle builtin differs: other compilers take the scalar loop). */
+#if defined(__GNUC__) && !defined(__clang__)
+typedef float cw_v8s __attribute__((vector_size(32)));
+typedef int cw_i8s __attribute__((vector_size(32)));
+typedef double cw_v8d __attribute__((vector_size(64)));
+typedef long long cw_i8d __attribute__((vector_size(64)));
+#define CW_HAVE_V8 1
+#endif
+
 #define CW_T float
 #define CW_SFX(name) name##_s
+#ifdef CW_HAVE_V8
+#define CW_V8 cw_v8s
+#define CW_I8 cw_i8s
+#endif
 #include "cyconv_winograd_impl.h"
 #undef CW_T
 #undef CW_SFX
+#undef CW_V8
+#undef CW_I8
 
 #define CW_T double
 #define CW_SFX(name) name##_d
+#ifdef CW_HAVE_V8
+#define CW_V8 cw_v8d
+#define CW_I8 cw_i8d
+#endif
 #include "cyconv_winograd_impl.h"
 #undef CW_T
 #undef CW_SFX
+#undef CW_V8
+#undef CW_I8
+
+#undef CW_BT4
+#undef CW_BT2
+#undef CW_AT4
+#undef CW_AT2
+#undef CW_A4
+#undef CW_A2
 
 #endif /* CYCONV_WINOGRAD_H */
