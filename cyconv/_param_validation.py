@@ -334,6 +334,8 @@ class Padding(Constraint):
                                   "right)), 'valid' or 'same'; got {value!r}",
                           mistakes=("full", "causal", "half"))
 
+    minimum = 0
+
     def __repr__(self):
         return "Padding()"
 
@@ -413,6 +415,7 @@ PARAMS = {
     # window geometry: the functional API, the layers, resolve_geometry and friends
     "kernel_size": WindowPair(1),
     "stride": WindowPair(1),
+    "pool.stride": NoneOr(WindowPair(1)),  # max_pool2d, avg_pool2d: None means kernel_size
     "dilation": WindowPair(1),
     "input_size": WindowPair(0),
     "padding": Padding(),
