@@ -131,7 +131,8 @@ class Interval(Constraint):
 
     def valid_values(self):
         if self.kind is numbers.Integral:
-            lo = self.left + (not self._left_closed) if self.left is not None else self.right - 1
+            lo = (self.left + (not self._left_closed) if self.left is not None
+                  else 0 if self.right is None else self.right - 1)
             values = [lo, lo + 1, np.int64(lo + 1), self.right]
         else:
             lo = self.left if self.left is not None else self.right - 2
@@ -446,6 +447,16 @@ PARAMS = {
     "eps": Interval(numbers.Real, 0, math.inf, closed="left", type_error=ValueError,
                     message="{name} must be a finite number >= 0, got {value!r}"),
     "eps_placement": StrOptions(("sqrt_v", "sqrt_v_hat"), mistakes=("v_hat",)),
+    # networks (cyconv.nn.Sequential.transform, cyconv.dask.transform): a layer index, negative
+    # from the end (its range is the network's), or the layer itself (checked before this)
+    "upto": Interval(numbers.Integral, None, None, closed="neither",
+                     message="{name} must be a layer index or one of the network's layers, "
+                             "got {value!r}"),
+    # data sets (cyconv.datasets)
+    "kind": StrOptions(("t10k", "train"), message="{name} must be 't10k' or 'train', got {value!r}",
+                       mistakes=("test", "training")),
+    "test_fraction": Interval(numbers.Real, 0, 1, closed="neither", type_error=ValueError,
+                              message="{name} must be in (0, 1), got {value!r}"),
     # training (cyconv.training.Trainer) and its integrations
     "epochs": POSITIVE_INT_VALUE,
     "batch_size": POSITIVE_INT_VALUE,
