@@ -120,10 +120,9 @@ class Interval(Constraint):
     def check(self, value, name):
         kind = type(value)
         if kind is int or (kind is not bool and isinstance(value, self.kind)):
-            if self.inside(value):
-                return value if kind is int and self.kind is numbers.Integral else \
-                    self._convert(value)
-            raise ValueError(self.range_message.format(name=name, value=value))
+            if not self.inside(value):
+                raise ValueError(self.range_message.format(name=name, value=value))
+            return value if kind is int and self._convert is int else self._convert(value)
         raise self.type_error(self.message.format(name=name, value=value))
 
     def _step(self):
@@ -151,7 +150,7 @@ class Interval(Constraint):
         if self.right is not None and self.right != math.inf:
             cases += [(self.right, ValueError)] * (not self._right_closed) + \
                 [(self.right + step, ValueError)]
-        elif self.right == math.inf:
+        elif self.right == math.inf and not self._right_closed:  # "finite"
             cases.append((math.inf, ValueError))
         if self.kind is numbers.Real:
             cases.append((math.nan, ValueError))

@@ -268,6 +268,20 @@ def test_checks_normalise():
     assert pv.check("n_threads", None) is None and pv.check("n_threads", -1) == -1
 
 
+def test_the_module_is_layer_one():
+    """It imports the standard library and NumPy only (docs/architecture.md)."""
+    import ast
+    import sys
+
+    tree = ast.parse(Path(pv.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name.partition(".")[0] for node in ast.walk(tree)
+                if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module.partition(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    assert not any(isinstance(node, ast.ImportFrom) and node.level for node in ast.walk(tree))
+    assert imported - {"__future__", "numpy"} <= sys.stdlib_module_names, imported
+
+
 # -- the catalogue is built from the declarations -----------------------------------------
 
 @pytest.mark.parametrize("argument", sorted(set(INVALID_VALUES) - {"backend"}))
