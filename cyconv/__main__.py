@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import os
 import sys
 import time
 
 import numpy as np
 
+from ._param_validation import PARAMS, POSITIVE_FINITE, POSITIVE_INT, argparse_type
 from .training import count_noun as _count
 
 PROG = "cyconv"
@@ -46,35 +46,12 @@ class _Fail(Exception):
     """A user-facing error: one line, exit status 2."""
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _nonzero_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value == 0:
-        raise argparse.ArgumentTypeError("0 is not a thread count (use a positive count, or "
-                                         "a negative one to count back from all cores)")
-    return value
-
-
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+# the declared constraints (cyconv._param_validation), on the command line's text
+_positive_int = argparse_type(POSITIVE_INT, int, "a positive integer")
+_nonzero_int = argparse_type(PARAMS["n_threads"].inner, int, "an integer",
+                             refused="0 is not a thread count (use a positive count, or a "
+                                     "negative one to count back from all cores)")
+_positive_float = argparse_type(POSITIVE_FINITE, float, "a positive number")
 
 
 def _weight_init(text):

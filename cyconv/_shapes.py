@@ -17,8 +17,9 @@ Every layer, the functional API and every backend call
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
+
+from ._param_validation import PARAMS, WindowPair
 
 __all__ = [
     "ShapeError",
@@ -29,7 +30,6 @@ __all__ = [
     "normalize_padding",
 ]
 
-ROUNDINGS = ("exact", "floor", "ceil")
 _DIM_NAMES = ("height", "width")
 
 
@@ -76,41 +76,16 @@ class Geometry:
         return (self.kernel_h, self.kernel_w)
 
 
-def _is_int(value):
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
-
-
-# Window sizes, strides, dilations and paddings must fit a C int64 with room
-# for the index arithmetic of the kernels; nothing real comes close.
-MAX_WINDOW_VALUE = 2**31 - 1
-
-
-def _check_range(pair, name, minimum, original):
-    if min(pair) < minimum:
-        raise ValueError(f"{name} must be >= {minimum} in every dimension, got {original!r}")
-    if max(pair) > MAX_WINDOW_VALUE:
-        raise ValueError(f"{name} must be <= 2**31 - 1 in every dimension, got {original!r}")
-
-
-def as_pair(value, name, *, minimum=1):
-    """Normalise an int or a pair of ints to a tuple ``(h, w)``, checking the range."""
-    if _is_int(value):
-        pair = (int(value), int(value))
-    elif isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_int(v) for v in value):
-        pair = (int(value[0]), int(value[1]))
-    else:
-        raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
-    _check_range(pair, name, minimum, value)
-    return pair
+_KERNEL_SIZE, _STRIDE, _DILATION = PARAMS["kernel_size"], PARAMS["stride"], PARAMS["dilation"]
+_INPUT_SIZE, _PADDING, _ROUNDING = PARAMS["input_size"], PARAMS["padding"], PARAMS["rounding"]
+_CEIL_MODE = PARAMS["ceil_mode"]
+_SAME_INPUT_SIZE = WindowPair(1)  # 'same' padding of an empty input: an error naming input_size
 
 
 def check_rounding(rounding, ceil_mode=False):
     """Validate ``rounding`` and fold PyTorch's ``ceil_mode=True`` alias into it."""
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
-    if not isinstance(ceil_mode, (bool, numbers.Integral)):
-        raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
-    if ceil_mode:
+    rounding = _ROUNDING.check(rounding, "rounding")
+    if ceil_mode is not False and _CEIL_MODE.check(ceil_mode, "ceil_mode"):
         if rounding not in ("exact", "ceil"):
             raise ValueError(f"ceil_mode=True conflicts with rounding={rounding!r}; pass one of them")
         return "ceil"
@@ -125,11 +100,7 @@ def _same_padding(in_size, k, stride, dilation):
     return (total // 2, total - total // 2)
 
 
-def padding_keyword(padding):
-    """``"same"``/``"valid"`` for those strings in any case (Keras/TF write ``"SAME"``), else None."""
-    if isinstance(padding, str) and padding.lower() in ("same", "valid"):
-        return padding.lower()
-    return None
+padding_keyword = _PADDING.keyword
 
 
 def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
@@ -154,35 +125,15 @@ def normalize_padding(padding, input_size, kernel_size, stride=1, dilation=1):
     >>> normalize_padding("same", (5, 5), 2, stride=1)
     ((0, 1), (0, 1))
     """
-    kernel = as_pair(kernel_size, "kernel_size")
-    strides = as_pair(stride, "stride")
-    dilations = as_pair(dilation, "dilation")
-    if isinstance(padding, str):
-        keyword = padding_keyword(padding)
-        if keyword == "valid":
-            return ((0, 0), (0, 0))
-        if keyword == "same":
-            size = as_pair(input_size, "input_size")
-            return tuple(_same_padding(size[i], kernel[i], strides[i], dilations[i]) for i in range(2))
-        raise ValueError(f"padding must be an int, a pair, ((top, bottom), (left, right)), "
-                         f"'valid' or 'same'; got {padding!r}")
-    if _is_int(padding):
-        pads = ((int(padding),) * 2,) * 2
-    elif isinstance(padding, (tuple, list)) and len(padding) == 2:
-        if all(_is_int(p) for p in padding):
-            pads = ((int(padding[0]),) * 2, (int(padding[1]),) * 2)
-        elif all(isinstance(p, (tuple, list)) and len(p) == 2 and all(_is_int(q) for q in p)
-                 for p in padding):
-            pads = tuple((int(p[0]), int(p[1])) for p in padding)
-        else:
-            pads = None
-    else:
-        pads = None
-    if pads is None:
-        raise TypeError(f"padding must be an int, a pair (ph, pw), ((top, bottom), (left, right)), "
-                        f"'valid' or 'same'; got {padding!r}")
-    for side in pads:
-        _check_range(side, "padding", 0, padding)
+    kernel = _KERNEL_SIZE.check(kernel_size, "kernel_size")
+    strides = _STRIDE.check(stride, "stride")
+    dilations = _DILATION.check(dilation, "dilation")
+    pads = _PADDING.check(padding, "padding")
+    if pads == "valid":
+        return ((0, 0), (0, 0))
+    if pads == "same":
+        size = _SAME_INPUT_SIZE.check(input_size, "input_size")
+        return tuple(_same_padding(size[i], kernel[i], strides[i], dilations[i]) for i in range(2))
     return pads
 
 
@@ -192,9 +143,9 @@ def validate_window_options(kernel_size, stride, padding, dilation, *, pool=Fals
     Raises the same errors :func:`resolve_geometry` would, naming the argument;
     with ``pool=True`` also PyTorch's limit of padding <= kernel_size // 2.
     """
-    kernel = as_pair(kernel_size, "kernel_size")
-    as_pair(stride, "stride")
-    as_pair(dilation, "dilation")
+    kernel = _KERNEL_SIZE.check(kernel_size, "kernel_size")
+    _STRIDE.check(stride, "stride")
+    _DILATION.check(dilation, "dilation")
     if padding_keyword(padding) is not None:
         return
     pads = normalize_padding(padding, kernel, kernel)
@@ -292,11 +243,11 @@ def resolve_geometry(input_size, kernel_size, *, stride=1, padding=0, dilation=1
     ValueError, TypeError
         For malformed arguments (each message names the argument).
     """
-    size = as_pair(input_size, "input_size", minimum=0)
-    kernel = as_pair(kernel_size, "kernel_size")
-    strides = as_pair(stride, "stride")
-    dilations = as_pair(dilation, "dilation")
-    rounding = check_rounding(rounding)
+    size = _INPUT_SIZE.check(input_size, "input_size")
+    kernel = _KERNEL_SIZE.check(kernel_size, "kernel_size")
+    strides = _STRIDE.check(stride, "stride")
+    dilations = _DILATION.check(dilation, "dilation")
+    rounding = _ROUNDING.check(rounding, "rounding")
     pads = normalize_padding(padding, size, kernel, strides, dilations)
     if min(size) < 1:
         raise ShapeError(f"{layer}: input spatial size must be >= 1, got {size}")

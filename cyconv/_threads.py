@@ -48,10 +48,11 @@ running tasks side by side never writes the process-wide setting.
 from __future__ import annotations
 
 import contextlib
-import numbers
 import os
 import threading
 import warnings
+
+from ._param_validation import PARAMS
 
 __all__ = ["set_num_threads", "get_num_threads", "resolve_num_threads", "max_usable_threads",
            "ThreadsAfterForkWarning", "ThreadCountWarning", "blas_thread_count",
@@ -171,15 +172,8 @@ def max_usable_threads():
     return cores if _OMP_CAP is None else min(cores, _OMP_CAP)
 
 
-def _check_count(n_threads, name):
-    if type(n_threads) is int and n_threads > 0:  # the common case, without the ABC check
-        return n_threads
-    if isinstance(n_threads, bool) or not isinstance(n_threads, numbers.Integral):
-        raise TypeError(f"{name} must be an int or None, got {n_threads!r}")
-    if n_threads == 0:
-        raise ValueError(f"{name}=0 is not a thread count; use None for all cores, "
-                         f"a positive count, or a negative one to count back from all cores")
-    return int(n_threads)
+# the declared thread count (cyconv._param_validation): a non-zero int; fast for a positive int
+_check_count = PARAMS["n_threads"].inner.check
 
 
 def _from_environment():

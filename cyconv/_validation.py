@@ -8,8 +8,6 @@ module; they never see an array they could read out of bounds.
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -93,14 +91,6 @@ def channels_last_hint(shape, channels, *, batch_axis=True):
 def check_nonempty(x, name):
     if x.size == 0:
         raise ValueError(f"{name} must not be empty, got shape {x.shape}")
-
-
-def check_positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a positive int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def check_shape(array, expected, name):

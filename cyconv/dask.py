@@ -55,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the import test in
                       '(dask[array] and distributed)') from exc
 
 from . import _threads
+from ._param_validation import check
 from .nn import Sequential
 
 __all__ = ["RechunkWarning", "predict", "transform"]
@@ -130,14 +131,6 @@ def _run_block(block, net, last, threads_per_worker):
 
 # -- the boundary -----------------------------------------------------------------------------
 
-def _check_positive(value, name):
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-    return int(value)
-
-
 def _find_client(client):
     if client is not None:
         return client
@@ -209,8 +202,8 @@ def _map_network(net, images, upto, client, batch_size, threads_per_worker, what
     if not isinstance(net, Sequential):
         raise TypeError(f"net must be a cyconv.nn.Sequential, got {type(net).__name__}")
     last = net.layer_index(upto)
-    batch_size = _check_positive(batch_size, "batch_size")
-    threads_per_worker = _check_positive(threads_per_worker, "threads_per_worker")
+    batch_size = check("batch_size", batch_size, owner="dask")
+    threads_per_worker = check("threads_per_worker", threads_per_worker)
     numpy_input = isinstance(images, np.ndarray)
     client = _find_client(client)
     _check_images(images, net, client)

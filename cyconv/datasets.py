@@ -19,6 +19,8 @@ import zlib
 
 import numpy as np
 
+from ._param_validation import check
+
 __all__ = ["load_digits", "load_mnist", "read_idx", "train_test_split"]
 
 IMAGES_MAGIC = 2051
@@ -48,8 +50,7 @@ def train_test_split(x, t, test_fraction=0.2, seed=0):
 
     Returns ``x_train, t_train, x_test, t_test``.
     """
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    test_fraction = check("test_fraction", test_fraction)
     n = len(x)
     if n != len(t):
         raise ValueError(f"x has {n} samples but t has {len(t)}")
@@ -151,8 +152,7 @@ def load_mnist(path, kind="t10k", normalize=True, dtype=np.float32):
     ValueError
         Bad magic number, truncated or corrupt file, image/label count mismatch.
     """
-    if kind not in ("t10k", "train"):
-        raise ValueError(f"kind must be 't10k' or 'train', got {kind!r}")
+    kind = check("kind", kind)
     folder = os.fspath(path)
     if not os.path.isdir(folder):
         raise FileNotFoundError(f"MNIST folder {folder!r} does not exist")

@@ -59,6 +59,7 @@ except ImportError as exc:  # pragma: no cover - exercised by the import test in
                       'pip install "cyconv[mpi]" (mpi4py and the mpich wheel)') from exc
 
 from . import _threads
+from ._param_validation import check
 from .training import Trainer
 
 __all__ = ["DistributedTrainer", "abort_on_error"]
@@ -146,7 +147,7 @@ class DistributedTrainer(Trainer):
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         with abort_on_error(self.comm):
             if threads_per_rank is not None:
-                threads_per_rank = _positive_int(threads_per_rank, "threads_per_rank")
+                threads_per_rank = check("threads_per_rank", threads_per_rank)
             if seed is None and self.rank == 0:
                 seed = int(np.random.SeedSequence().entropy % 2**63)
             seed = self.comm.bcast(seed, root=0)
@@ -253,9 +254,3 @@ def _share(n, rank, size):
     base, extra = divmod(n, size)
     lo = rank * base + min(rank, extra)
     return lo, lo + base + (rank < extra)
-
-
-def _positive_int(value, name):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None, got {value!r}")
-    return int(value)

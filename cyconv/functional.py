@@ -24,14 +24,15 @@ import inspect
 
 import numpy as np
 
-from ._shapes import as_pair, check_rounding, resolve_geometry, winograd_serves
+from ._param_validation import CONV2D_ALGORITHMS as CONV2D_ALGORITHMS
+from ._param_validation import PARAMS
+from ._shapes import check_rounding, resolve_geometry, winograd_serves
 from ._threads import resolve_num_threads
 from ._validation import (
     FLOAT_DTYPES,
     as_float_array,
     channels_last_hint,
     check_nonempty,
-    check_positive_int,
     check_shape,
     converted_dtype_message,
 )
@@ -79,6 +80,12 @@ def _short_names(**aliases):
 
 # -- shared preparation (also used by the layer classes) ----------------------
 
+# the declared constraints (cyconv._param_validation) of the arguments checked here
+_GROUPS, _KERNEL_SIZE = PARAMS["groups"], PARAMS["kernel_size"]
+_COUNT_INCLUDE_PAD, _DIVISOR_OVERRIDE = PARAMS["count_include_pad"], PARAMS["divisor_override"]
+_ALGORITHM = PARAMS["algorithm"]
+
+
 def _check_input(x, name="x"):
     x = as_float_array(x, name, ndim=4)
     check_nonempty(x, name)
@@ -96,7 +103,7 @@ def prepare_conv(x, w, b, *, stride, padding, dilation, groups, rounding, layer=
         raise TypeError(converted_dtype_message("x", given, x.dtype, "w", w.dtype))
     w = as_float_array(w, "w", ndim=4, dtype=x.dtype)
     check_nonempty(w, "w")
-    groups = check_positive_int(groups, "groups")
+    groups = _GROUPS.check(groups, "groups")
     n, c, h, width = x.shape
     oc, c_per_group, kh, kw = w.shape
     if c % groups:
@@ -119,7 +126,7 @@ def prepare_conv(x, w, b, *, stride, padding, dilation, groups, rounding, layer=
 def prepare_pool(x, kernel_size, *, stride, padding, dilation, rounding, ceil_mode, layer):
     """Validate a pooling input and resolve its geometry (``stride=None`` -> kernel size)."""
     x = _check_input(x)
-    kernel = as_pair(kernel_size, "kernel_size")
+    kernel = _KERNEL_SIZE.check(kernel_size, "kernel_size")
     rounding = check_rounding(rounding, ceil_mode)
     geom = resolve_geometry(x.shape[2:], kernel, stride=kernel if stride is None else stride,
                             padding=padding, dilation=dilation, rounding=rounding,
@@ -135,11 +142,9 @@ def check_grad_output(dy, x, channels, geom):
 
 
 def check_avg_options(count_include_pad, divisor_override):
-    if not isinstance(count_include_pad, (bool, np.bool_)):
-        raise TypeError(f"count_include_pad must be a bool, got {count_include_pad!r}")
-    if divisor_override is not None:
-        divisor_override = check_positive_int(divisor_override, "divisor_override")
-    return bool(count_include_pad), divisor_override
+    """The average pooling's own options, checked (:data:`cyconv._param_validation.PARAMS`)."""
+    return (_COUNT_INCLUDE_PAD.check(count_include_pad, "count_include_pad"),
+            _DIVISOR_OVERRIDE.check(divisor_override, "divisor_override"))
 
 
 #: The kernel-set functions each operation needs (a backend serves it when it has them).
@@ -148,16 +153,12 @@ MAX_POOL2D_KERNELS = ("max_pool2d_forward", "max_pool2d_backward")
 AVG_POOL2D_KERNELS = ("avg_pool2d_forward", "avg_pool2d_backward")
 
 
-#: ``algorithm=`` values of the convolutions; a backend lists the ones it
-#: implements in ``CONV2D_ALGORITHMS`` (a kernel set without it: "gemm").
-CONV2D_ALGORITHMS = ("auto", "gemm", "winograd")
-
-
+#: ``algorithm=`` values of the convolutions (``CONV2D_ALGORITHMS``, declared with the
+#: other parameters); a backend lists the ones it implements in its own
+#: ``CONV2D_ALGORITHMS`` (a kernel set without it: "gemm").
 def check_algorithm(algorithm):
     """Validate ``algorithm`` on its own (layer constructors); returns it."""
-    if not isinstance(algorithm, str) or algorithm not in CONV2D_ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {CONV2D_ALGORITHMS}, got {algorithm!r}")
-    return algorithm
+    return _ALGORITHM.check(algorithm, "algorithm")
 
 
 def conv_algorithm_options(algorithm, geom, kernels):

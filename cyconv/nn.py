@@ -39,6 +39,7 @@ import zlib
 
 import numpy as np
 
+from ._param_validation import check
 from ._shapes import ShapeError
 from ._validation import _channels, channels_last_hint, class_labels
 from .layers import (
@@ -232,9 +233,7 @@ class Sequential:
                 if layer is upto:
                     return i
             raise ValueError(f"upto={upto!r} is not one of this network's layers")
-        if isinstance(upto, bool) or not isinstance(upto, (int, np.integer)):
-            raise TypeError(f"upto must be a layer index or one of the network's layers, "
-                            f"got {upto!r}")
+        upto = check("upto", upto)
         if not -count <= upto < count:
             raise ValueError(f"upto={upto} is out of range: the network has {count} layers "
                              f"(indices 0..{count - 1}, or -{count}..-1 from the end)")

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import inspect
 import math
-import numbers
 
 import numpy as np
 
+from ._param_validation import PARAMS, check
 from ._threads import resolve_num_threads
 from .backends import BackendError, kernels_for
 
@@ -47,31 +47,11 @@ __all__ = [
 EPS = 1e-7  # the textbook's
 
 
-def _check_rate(value, name, *, upper=None):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    if upper is not None and not value < upper:
-        raise ValueError(f"{name} must be < {upper}, got {value!r}")
-    return float(value)
-
-
-def _check_eps(value):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < np.inf:
-        raise ValueError(f"eps must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
-def _check_fraction(value, name):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
-        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    return float(value)
-
-
 class Optimizer:
     """Base class: state per parameter key, updated in place."""
 
     def __init__(self, lr):
-        self.lr = _check_rate(lr, "lr")
+        self.lr = check("lr", lr)
         self.state = {}
 
     def _pairs(self, params, grads):
@@ -117,7 +97,7 @@ class Momentum(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.9):
         super().__init__(lr)
-        self.momentum = _check_fraction(momentum, "momentum")
+        self.momentum = check("momentum", momentum)
 
     def update(self, params, grads):
         for key, p, g in self._pairs(params, grads):
@@ -132,7 +112,7 @@ class Nesterov(Optimizer):
 
     def __init__(self, lr=0.01, momentum=0.9):
         super().__init__(lr)
-        self.momentum = _check_fraction(momentum, "momentum")
+        self.momentum = check("momentum", momentum)
 
     def update(self, params, grads):
         m = self.momentum
@@ -149,7 +129,7 @@ class AdaGrad(Optimizer):
 
     def __init__(self, lr=0.01, eps=EPS):
         super().__init__(lr)
-        self.eps = _check_eps(eps)
+        self.eps = check("eps", eps)
 
     def update(self, params, grads):
         for key, p, g in self._pairs(params, grads):
@@ -163,8 +143,8 @@ class RMSprop(Optimizer):
 
     def __init__(self, lr=0.01, decay_rate=0.99, eps=EPS):
         super().__init__(lr)
-        self.decay_rate = _check_fraction(decay_rate, "decay_rate")
-        self.eps = _check_eps(eps)
+        self.decay_rate = check("decay_rate", decay_rate)
+        self.eps = check("eps", eps)
 
     def update(self, params, grads):
         d = self.decay_rate
@@ -211,17 +191,14 @@ class Adam(Optimizer):
     below; anything else takes the NumPy code.
     """
 
-    EPS_PLACEMENTS = ("sqrt_v", "sqrt_v_hat")
+    EPS_PLACEMENTS = PARAMS["eps_placement"].options
 
     def __init__(self, lr=0.001, beta1=0.9, beta2=0.999, eps=EPS, *, eps_placement="sqrt_v"):
         super().__init__(lr)
-        self.beta1 = _check_fraction(beta1, "beta1")
-        self.beta2 = _check_fraction(beta2, "beta2")
-        self.eps = _check_eps(eps)
-        if eps_placement not in self.EPS_PLACEMENTS:
-            raise ValueError(f"eps_placement must be one of {self.EPS_PLACEMENTS}, "
-                             f"got {eps_placement!r}")
-        self.eps_placement = eps_placement
+        self.beta1 = check("beta1", beta1)
+        self.beta2 = check("beta2", beta2)
+        self.eps = check("eps", eps)
+        self.eps_placement = check("eps_placement", eps_placement)
         self.iter = 0
         self._fused = _fused_adam()
 

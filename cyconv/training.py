@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._param_validation import check
 from ._validation import class_labels
 from .optim import get_optimizer
 
@@ -135,10 +136,8 @@ class Trainer:
             raise ValueError("give both x_test and t_test, or neither")
         if x_test is not None and len(x_test) != len(t_test):
             raise ValueError(f"x_test has {len(x_test)} samples but t_test has {len(t_test)}")
-        for name, value in (("epochs", epochs), ("batch_size", batch_size),
-                            ("eval_batch_size", eval_batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        epochs, batch_size = check("epochs", epochs), check("batch_size", batch_size)
+        eval_batch_size = check("eval_batch_size", eval_batch_size)
         self.network = network
         self.x_train, self.t_train = x_train, t_train
         self.x_test, self.t_test = x_test, t_test

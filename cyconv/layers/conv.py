@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from .._shapes import as_pair, check_rounding, resolve_geometry, validate_window_options
-from .._validation import channels_last_hint, check_positive_int
+from .._param_validation import check
+from .._shapes import check_rounding, resolve_geometry, validate_window_options
+from .._validation import channels_last_hint
 from ._base import Layer, init_weights, promote, seed_only
 
 __all__ = ["Conv2D"]
@@ -50,7 +51,7 @@ class Conv2D(Layer):
         super().__init__(backend=backend)
         self.stride, self.padding, self.dilation = stride, padding, dilation
         self.algorithm = F.check_algorithm(algorithm)
-        self.groups = check_positive_int(groups, "groups")
+        self.groups = check("groups", groups)
         if kernel_size is not None or W is not None:
             validate_window_options(W.shape[2:] if W is not None else kernel_size, stride,
                                     padding, dilation)
@@ -61,8 +62,8 @@ class Conv2D(Layer):
             out_channels, kernel_size = W.shape[0], W.shape[2:]
         elif out_channels is None or kernel_size is None:
             raise TypeError("Conv2D needs out_channels and kernel_size, or the weights W")
-        self.out_channels = check_positive_int(out_channels, "out_channels")
-        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.out_channels = check("out_channels", out_channels)
+        self.kernel_size = check("kernel_size", kernel_size)
         self.bias = bias if W is None else b is not None
         self.in_channels = None if W is None else W.shape[1] * self.groups
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._blas import matmul
-from .._validation import as_float_array, check_positive_int
+from .._param_validation import check
+from .._validation import as_float_array
 from ._base import Layer, init_weights, promote, seed_only
 
 __all__ = ["Affine", "Flatten"]
@@ -34,7 +35,7 @@ class Affine(Layer):
             out_features = W.shape[1]
         elif out_features is None:
             raise TypeError("Affine needs out_features or the weights W")
-        self.out_features = check_positive_int(out_features, "out_features")
+        self.out_features = check("out_features", out_features)
         self.bias = bias if W is None else b is not None
         self.weight_init, self.rng = weight_init, rng
 

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 
-from .._validation import as_float_array, channels_last_hint, check_positive_int
+from .._param_validation import check
+from .._validation import as_float_array, channels_last_hint
 from ._base import Layer
 
 __all__ = ["BatchNorm", "Dropout"]
@@ -28,18 +27,14 @@ class BatchNorm(Layer):
     def __init__(self, num_features=None, *, momentum=0.9, eps=1e-5, gamma=None, beta=None,
                  running_mean=None, running_var=None, backend=None):
         super().__init__(backend=backend)
-        if not (isinstance(momentum, numbers.Real) and 0 <= momentum < 1):
-            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
-        if not (isinstance(eps, numbers.Real) and eps > 0):
-            raise ValueError(f"eps must be > 0, got {eps!r}")
-        self.momentum, self.eps = float(momentum), float(eps)
+        self.momentum = check("momentum", momentum)
+        self.eps = check("eps", eps, owner="BatchNorm")
         if gamma is not None:
             self.params["gamma"] = as_float_array(gamma, "gamma", ndim=1)
             self.params["beta"] = (as_float_array(beta, "beta", ndim=1) if beta is not None
                                    else np.zeros_like(self.params["gamma"]))
             num_features = self.params["gamma"].shape[0]
-        self.num_features = None if num_features is None else check_positive_int(
-            num_features, "num_features")
+        self.num_features = check("num_features", num_features)
         self.running_mean, self.running_var = running_mean, running_var
 
     def _repr_settings(self):
@@ -126,9 +121,7 @@ class Dropout(Layer):
 
     def __init__(self, ratio=0.5, *, rng=None, backend=None):
         super().__init__(backend=backend)
-        if not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1:
-            raise ValueError(f"ratio must be a float in [0, 1), got {ratio!r}")
-        self.ratio = float(ratio)
+        self.ratio = check("ratio", ratio)
         self.rng = np.random.default_rng(rng)
 
     def _repr_settings(self):

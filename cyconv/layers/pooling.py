@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .. import functional as F
-from .._shapes import as_pair, check_rounding, resolve_geometry, validate_window_options
+from .._param_validation import check
+from .._shapes import check_rounding, resolve_geometry, validate_window_options
 from ._base import Layer
 
 __all__ = ["MaxPool2D", "AvgPool2D"]
@@ -25,7 +26,7 @@ class MaxPool2D(Layer):
     def __init__(self, kernel_size, stride=None, padding=0, *, dilation=1, rounding="exact",
                  ceil_mode=False, backend=None):
         super().__init__(backend=backend)
-        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.kernel_size = check("kernel_size", kernel_size)
         self.stride = self.kernel_size if stride is None else stride
         self.padding, self.dilation = padding, dilation
         self.rounding = check_rounding(rounding, ceil_mode)
@@ -77,13 +78,13 @@ class AvgPool2D(Layer):
     def __init__(self, kernel_size, stride=None, padding=0, *, rounding="exact", ceil_mode=False,
                  count_include_pad=True, divisor_override=None, backend=None):
         super().__init__(backend=backend)
-        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.kernel_size = check("kernel_size", kernel_size)
         self.stride = self.kernel_size if stride is None else stride
         self.padding = padding
         self.rounding = check_rounding(rounding, ceil_mode)
         validate_window_options(self.kernel_size, self.stride, padding, 1, pool=True)
-        self.count_include_pad, self.divisor_override = F.check_avg_options(
-            count_include_pad, divisor_override)
+        self.count_include_pad = check("count_include_pad", count_include_pad)
+        self.divisor_override = check("divisor_override", divisor_override)
 
     def _repr_settings(self):
         return ((), dict(kernel_size=self.kernel_size, stride=self.stride, padding=self.padding),

@@ -10,12 +10,18 @@ must reject, with the exception class cyconv raises for them (a
 ``LookupError`` is a :class:`cyconv.BackendError`).  ``stride=None`` is not
 listed: it is the pooling default (and a TypeError for :func:`cyconv.conv2d`).
 
+The bad scalar values are not written here: each declared parameter's come from its
+constraint in ``cyconv._param_validation.PARAMS`` (``constraint.invalid_cases()``), the
+table the library checks its arguments with, so the two cannot drift apart.
+
 Re-exported by :mod:`cyconv.testing.strategies`; needs only NumPy.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from .._param_validation import constraint_for
 
 __all__ = [
     "AWKWARD_LAYOUTS",
@@ -37,36 +43,19 @@ class _Missing:
 #: Value in an ``invalid_params`` entry that removes the key from the base kwargs.
 MISSING = _Missing()
 
-#: argument -> ((value, exception class), ...): values that must be rejected.
+#: The arguments whose bad values come from their declared constraint (every function
+#: and layer taking one of them checks it through ``cyconv._param_validation.PARAMS``).
+DECLARED_ARGUMENTS = ("kernel_size", "stride", "dilation", "padding", "rounding", "groups",
+                      "ceil_mode", "count_include_pad", "divisor_override", "n_threads",
+                      "algorithm", "out_channels", "out_features", "num_features", "ratio",
+                      "momentum")
+
+#: argument -> ((value, exception class), ...): values that must be rejected.  Generated
+#: from the declared constraints; ``backend`` (the registry's and the kernel sets' rule, no
+#: declared constraint) is listed here.
 INVALID_VALUES = {
-    "kernel_size": ((0, ValueError), (-2, ValueError), ((2, 0), ValueError),
-                    ((3, -1), ValueError), (2.0, TypeError), (1.5, TypeError), (None, TypeError),
-                    ((1, 2, 3), TypeError), ("2", TypeError)),
-    "stride": ((0, ValueError), (-1, ValueError), (-2, ValueError), ((1, 0), ValueError),
-               ((2, -1), ValueError), (1.5, TypeError), ("1", TypeError), ((1, 2, 3), TypeError),
-               (True, TypeError), ((1.0, 1), TypeError)),
-    "dilation": ((0, ValueError), (-1, ValueError), ((1, 0), ValueError), (2.0, TypeError),
-                 (1.5, TypeError), ("x", TypeError), (False, TypeError), (None, TypeError),
-                 ((1, 2, 3), TypeError), ((1.0, 1), TypeError)),
-    "padding": ((-1, ValueError), ((0, -1), ValueError), (((0, 0), (-1, 0)), ValueError),
-                (((0, 0), (0, -1)), ValueError), ((1, -1), ValueError),
-                (((0, -2), (0, 0)), ValueError), (True, TypeError),
-                ("full", ValueError), ("samee", ValueError), ("validd", ValueError),
-                ("causal", ValueError), ("", ValueError), ("2", ValueError), (1.5, TypeError),
-                ((1, 2, 3), TypeError), (None, TypeError), (((1, 2), 3), TypeError),
-                ((1.0, 1), TypeError)),
-    "rounding": (("round", ValueError), ("EXACT", ValueError), ("nearest", ValueError),
-                 ("truncate", ValueError), ("FLOOR", ValueError), ("up", ValueError),
-                 ("", ValueError), (None, ValueError), (1, ValueError)),
-    "groups": ((0, ValueError), (-1, ValueError), (1.0, TypeError), (2.5, TypeError),
-               (True, TypeError), ("2", TypeError), (None, TypeError)),
-    "ceil_mode": (("yes", TypeError), (None, TypeError), (1.5, TypeError)),
-    "count_include_pad": (("yes", TypeError), (None, TypeError), (2, TypeError),
-                          (1.0, TypeError)),
-    "divisor_override": ((0, ValueError), (-3, ValueError), (1.5, TypeError), ("2", TypeError),
-                         (True, TypeError)),
-    "n_threads": ((0, ValueError), (1.5, TypeError), ("2", TypeError), ("4", TypeError),
-                  (True, TypeError)),
+    # ``owner="pool"``: the stride pooling takes (None, its default, is no bad value)
+    **{name: constraint_for(name, owner="pool").invalid_cases() for name in DECLARED_ARGUMENTS},
     "backend": (("nope", LookupError), ("CYTHON", LookupError), ("", LookupError),
                 (3, TypeError)),
 }
@@ -100,18 +89,25 @@ def invalid_values(argument, error=None):
     return tuple(v for v, e in INVALID_VALUES[argument] if error is None or e is error)
 
 
-def invalid_params(*arguments):
+def invalid_params(*arguments, owner=None):
     """``invalid_params`` entries (one ``{argument: value}`` each) for layer constructors.
 
     Parameters
     ----------
     *arguments : str
-        Constructor arguments the layer shares with the functional API.
+        Constructor arguments the layer shares with the functional API (keys of
+        :data:`INVALID_VALUES`).
+    owner : str, optional
+        A cyconv layer (``"BatchNorm"``) whose own declared constraints give the values
+        (for an argument that means something else elsewhere, such as ``eps``).
 
     Returns
     -------
     list of dict
     """
+    if owner is not None:
+        return [{argument: value} for argument in arguments
+                for value in constraint_for(argument, owner).invalid_values()]
     return [{argument: value} for argument in arguments for value in invalid_values(argument)]
 
 

@@ -1,6 +1,7 @@
 """Strategies for invalid convolution and pooling calls, each tagged with its error.
 
-The bad values come from the catalogue (:mod:`cyconv.testing._catalogue`);
+The bad values come from the catalogue (:mod:`cyconv.testing._catalogue`) and
+the declared constraints it is built from (``cyconv._param_validation``);
 the builders here add what a value alone cannot say: shapes that make a
 geometry impossible (non-integral output, a kernel larger than the padded
 input, the pooling padding limit) and channel/groups mismatches.
@@ -14,12 +15,21 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import strategies as st
 
+from .._param_validation import PARAMS
 from .._shapes import ShapeError, resolve_geometry
 from ._catalogue import INVALID_VALUES, invalid_values
 
 __all__ = ["InvalidCase", "invalid_conv_geometries", "invalid_pool_geometries"]
 
 _PADDING_STRINGS = tuple(v for v in invalid_values("padding", ValueError) if isinstance(v, str))
+
+
+def _too_small(argument, count=3):
+    """The ``count`` integers just below what the declared constraint of ``argument`` accepts."""
+    constraint = PARAMS[argument]
+    low = getattr(constraint, "minimum", None)
+    low = constraint.left if low is None else low
+    return st.integers(low - count, low - 1)
 
 
 @dataclass(frozen=True)
@@ -122,15 +132,15 @@ def _invalid_conv_builders():
     def bad_positive(argument, reason, error=ValueError):
         @st.composite
         def build(draw):
-            value = draw(ints(-3, 0))
+            value = draw(_too_small(argument, 4))
             if draw(st.booleans()):
-                value = (draw(ints(-3, 0)), 1) if draw(st.booleans()) else (1, value)
+                value = (value, 1) if draw(st.booleans()) else (1, value)
             return case((1, 1, 6, 6), (1, 1, 3, 3), error, argument, reason, **{argument: value})
         return build()
 
     @st.composite
     def negative_padding(draw):
-        p = draw(ints(-3, -1))
+        p = draw(_too_small("padding"))
         value = draw(st.sampled_from([p, (p, 0), (0, p), ((0, p), (0, 0)), ((0, 0), (p, 0))]))
         return case((1, 1, 6, 6), (1, 1, 3, 3), ValueError, "padding", "negative padding",
                     padding=value)
@@ -172,7 +182,7 @@ def _invalid_conv_builders():
 
     @st.composite
     def bad_groups(draw):
-        value = draw(ints(-2, 0))
+        value = draw(_too_small("groups"))
         return case((1, 2, 5, 5), (2, 2, 3, 3), ValueError, "groups", "groups < 1",
                     geometry_only=False, groups=value)
 
@@ -263,11 +273,11 @@ def _invalid_pool(draw, kind):
         kw["kernel_size"] = size + draw(st.integers(1, 2))
         return make(ShapeError, "kernel", "kernel larger than the padded input", stride=1)
     if choice == "bad_stride":
-        return make(ValueError, "stride", "stride < 1", stride=draw(st.integers(-2, 0)))
+        return make(ValueError, "stride", "stride < 1", stride=draw(_too_small("stride")))
     if choice == "bad_dilation":
-        return make(ValueError, "dilation", "dilation < 1", dilation=draw(st.integers(-2, 0)))
+        return make(ValueError, "dilation", "dilation < 1", dilation=draw(_too_small("dilation")))
     if choice == "bad_kernel":
-        kw["kernel_size"] = draw(st.integers(-2, 0))
+        kw["kernel_size"] = draw(_too_small("kernel_size"))
         return make(ValueError, "kernel_size", "kernel_size < 1", stride=1)
     if choice == "bad_rounding":
         value, error = draw(st.sampled_from(INVALID_VALUES["rounding"]))

@@ -41,7 +41,8 @@ except ImportError as exc:  # pragma: no cover - hypothesis is a test extra
     raise ImportError("cyconv.testing.strategies needs Hypothesis: "
                       "pip install 'cyconv[test]' (or pip install hypothesis)") from exc
 
-from .._shapes import as_pair, resolve_geometry
+from .._param_validation import PARAMS, ROUNDINGS
+from .._shapes import resolve_geometry
 from ._catalogue import (
     AWKWARD_LAYOUTS,
     INVALID_VALUES,
@@ -80,7 +81,7 @@ __all__ = [
 
 #: Padding spellings the geometry strategies can draw.
 PADDING_FORMS = ("int", "pair", "sides", "same", "valid")
-_ROUNDINGS = ("exact", "floor", "ceil")
+_ROUNDINGS = ROUNDINGS  # the declared rounding options
 
 
 # -- result types ----------------------------------------------------------------------
@@ -228,7 +229,7 @@ class ConvCase:
     @property
     def w_shape(self):
         """``(OC, C // groups, KH, KW)``."""
-        kh, kw = as_pair(self.geometry.kernel_size, "kernel_size")
+        kh, kw = PARAMS["kernel_size"].check(self.geometry.kernel_size, "kernel_size")
         return (self.out_channels, self.in_channels // self.groups, kh, kw)
 
     @property
