@@ -39,9 +39,10 @@ cdef extern from "include/cyconv_winograd.h" nogil:
                             index_t ds, index_t n)
     void cyconv_wino_cols_d(int kind, int m, const double* s, index_t ss, double* d,
                             index_t ds, index_t n)
-    void cyconv_wino_row_s(int kind, int m, const float* s, float* d, index_t ds, index_t n)
-    void cyconv_wino_row_d(int kind, int m, const double* s, double* d, index_t ds,
+    void cyconv_wino_row_s(int kind, int m, const float* s, float* d, index_t ds, float* flag,
                            index_t n)
+    void cyconv_wino_row_d(int kind, int m, const double* s, double* d, index_t ds,
+                           double* flag, index_t n)
     void cyconv_wino_output_row_s(int m, const float* s, index_t ss, float* y, index_t n,
                                   float bias)
     void cyconv_wino_output_row_d(int m, const double* s, index_t ss, double* y, index_t n,
@@ -57,11 +58,11 @@ cdef inline void _cols(int kind, int m, const floating_t* s, index_t ss, floatin
 
 
 cdef inline void _row(int kind, int m, const floating_t* s, floating_t* d, index_t ds,
-                      index_t n) noexcept nogil:
+                      floating_t* flag, index_t n) noexcept nogil:
     if floating_t is float:
-        cyconv_wino_row_s(kind, m, s, d, ds, n)
+        cyconv_wino_row_s(kind, m, s, d, ds, flag, n)
     else:
-        cyconv_wino_row_d(kind, m, s, d, ds, n)
+        cyconv_wino_row_d(kind, m, s, d, ds, flag, n)
 
 
 cdef inline void _output_row(int m, const floating_t* s, index_t ss, floating_t* y, index_t n,
@@ -242,8 +243,10 @@ cdef inline void _load_rows(const floating_t* plane, index_t H, index_t W, index
 
 cdef inline void _input_transform(const tiling* g, const floating_t* plane,
                                   const index_t* seg, index_t ns, floating_t* R,
-                                  floating_t* T, floating_t* v, index_t vs) noexcept nogil:
-    """v[xi*vs + q] = (B^T d_q B)[xi] for the input patch d_q of each tile q of the block."""
+                                  floating_t* T, floating_t* v, index_t vs,
+                                  floating_t* flag) noexcept nogil:
+    """v[xi*vs + q] = (B^T d_q B)[xi] for the input patch d_q of each tile q of the block;
+    flag[q] stays 0 unless one of them is not finite."""
     cdef index_t k, i, q0, L, width, A = g.A, m = g.m, RW = g.RW
     for i in range(ns):
         q0 = seg[i * SEG]
@@ -255,13 +258,15 @@ cdef inline void _input_transform(const tiling* g, const floating_t* plane,
         _cols(CYCONV_WINO_INPUT, <int>m, R, RW, T, RW, width)
         # along each row, one tile per item (tiles start every m pixels)
         for k in range(A):
-            _row(CYCONV_WINO_INPUT, <int>m, T + k * RW, v + k * A * vs + q0, vs, L)
+            _row(CYCONV_WINO_INPUT, <int>m, T + k * RW, v + k * A * vs + q0, vs, flag + q0, L)
 
 
 cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
                                  const index_t* seg, index_t ns, floating_t* R,
-                                 floating_t* T, floating_t* v, index_t vs) noexcept nogil:
-    """v[xi*vs + q] = (A dY_q A^T)[xi] for the m x m output-gradient tile dY_q of each tile q."""
+                                 floating_t* T, floating_t* v, index_t vs,
+                                 floating_t* flag) noexcept nogil:
+    """v[xi*vs + q] = (A dY_q A^T)[xi] for the m x m output-gradient tile dY_q of each tile q
+    (flag as for the input)."""
     cdef index_t k, i, q0, L, width, A = g.A, m = g.m, RW = g.RW
     for i in range(ns):
         q0 = seg[i * SEG]
@@ -270,7 +275,7 @@ cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
         _load_rows(plane, g.OH, g.OW, seg[i * SEG + 2], seg[i * SEG + 3], m, width, R, RW)
         _cols(CYCONV_WINO_GRAD, <int>m, R, RW, T, RW, width)
         for k in range(A):
-            _row(CYCONV_WINO_GRAD, <int>m, T + k * RW, v + k * A * vs + q0, vs, L)
+            _row(CYCONV_WINO_GRAD, <int>m, T + k * RW, v + k * A * vs + q0, vs, flag + q0, L)
 
 
 cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_t ms,
@@ -303,16 +308,6 @@ cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_
                     yr[full * m + p] = row[p]
 
 
-cdef inline void _mark_nonfinite(const floating_t* v, index_t vs, index_t A2, floating_t* flag,
-                                 index_t nt) noexcept nogil:
-    """flag[t] += v * 0 over a tile's values: stays 0 unless one is inf or NaN."""
-    cdef index_t xi, t
-    cdef floating_t zero = 0
-    for xi in range(A2):
-        for t in range(nt):
-            flag[t] = flag[t] + v[xi * vs + t] * zero
-
-
 cdef inline bint _all_zero(const floating_t* flag, index_t n) noexcept nogil:
     cdef index_t t
     for t in range(n):
@@ -322,7 +317,7 @@ cdef inline bint _all_zero(const floating_t* flag, index_t n) noexcept nogil:
 
 
 cdef inline void _input_tiles(const tiling* g, const floating_t* x_g, index_t img_stride,
-                              index_t Cg, const index_t* seg, index_t ns, index_t nt,
+                              index_t Cg, const index_t* seg, index_t ns,
                               floating_t* R, floating_t* T, floating_t* v,
                               floating_t* flag) noexcept nogil:
     """V[xi][c][q] (xi stride Cg*TB) for the input channels of one group, block tiles q."""
@@ -330,8 +325,7 @@ cdef inline void _input_tiles(const tiling* g, const floating_t* x_g, index_t im
     for c in range(Cg):
         for i in range(ns):
             _input_transform(g, x_g + seg[i * SEG + 1] * img_stride + c * g.H * g.W,
-                             seg + i * SEG, 1, R, T, v + c * TB, Cg * TB)
-        _mark_nonfinite(v + c * TB, Cg * TB, g.A * g.A, flag, nt)
+                             seg + i * SEG, 1, R, T, v + c * TB, Cg * TB, flag)
 
 
 cdef index_t _per_thread(const tiling* g, index_t Cg, index_t OCg):
@@ -393,7 +387,7 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 nt = min(TB, T - t0)
                 ns = _segments(&g, t0, nt, seg)
                 memset(flag, 0, TB * sizeof(floating_t))
-                _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns, nt,
+                _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns,
                              R, Tr, v, flag)
                 if not _all_zero(flag, nt):
                     nonfinite += 1
@@ -469,13 +463,13 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     nt = min(TB, T - t0)
                     ns = _segments(&g, t0, nt, seg)
                     memset(flag, 0, TB * sizeof(floating_t))
-                    _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns, nt,
+                    _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns,
                                  R, Tr, v, flag)
                     for o in range(OCg):
                         for i in range(ns):
                             _grad_transform(&g, &dy[seg[i * SEG + 1], gi * OCg + o, 0, 0],
-                                            seg + i * SEG, 1, R, Tr, dm + o * TB, OCg * TB)
-                        _mark_nonfinite(dm + o * TB, OCg * TB, A2, flag, nt)
+                                            seg + i * SEG, 1, R, Tr, dm + o * TB, OCg * TB,
+                                            flag)
                     if not _all_zero(flag, nt):
                         nonfinite += 1
                     for xi in range(A2):

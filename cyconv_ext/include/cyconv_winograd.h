@@ -94,6 +94,11 @@ enum { CYCONV_WINO_INPUT = 0, CYCONV_WINO_GRAD = 1, CYCONV_WINO_OUTPUT = 2 };
         (D3) = -(a1);                      \
     } while (0)
 
+/* The finiteness mark: f + d*0 over a tile's outputs (z = 0 of the type). */
+#define CW_MARK4(f, r0, r1, r2, r3) ((f) + (((r0) * z + (r1) * z) + ((r2) * z + (r3) * z)))
+#define CW_MARK6(f, r0, r1, r2, r3, r4, r5) \
+    (CW_MARK4(f, r0, r1, r2, r3) + ((r4) * z + (r5) * z))
+
 /* 8 lanes, for the row kernel GCC's loop vectoriser leaves scalar (clang's
    shuffle builtin differs: other compilers take the scalar loop). */
 #if defined(__GNUC__) && !defined(__clang__)
@@ -134,5 +139,7 @@ typedef long long cw_i8d __attribute__((vector_size(64)));
 #undef CW_AT2
 #undef CW_A4
 #undef CW_A2
+#undef CW_MARK4
+#undef CW_MARK6
 
 #endif /* CYCONV_WINOGRAD_H */

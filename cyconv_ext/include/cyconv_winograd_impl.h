@@ -29,9 +29,9 @@ static inline void CW_SFX(cw_bt4_kernel)(
    only reach lanes that are thrown away). */
 static inline void CW_SFX(cw_bt4_row_kernel)(
     const CW_T* CW_R s, CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3,
-    CW_T* CW_R d4, CW_T* CW_R d5, ptrdiff_t n)
+    CW_T* CW_R d4, CW_T* CW_R d5, CW_T* CW_R flag, ptrdiff_t n)
 {
-    const CW_T c2 = 2, c4 = 4, c5 = 5;
+    const CW_T c2 = 2, c4 = 4, c5 = 5, z = 0;
     ptrdiff_t t = 0;
 #ifdef CW_V8
     const CW_I8 lo = {0, 4, 8, 12, 1, 5, 9, 13}, hi = {2, 6, 10, 14, 3, 7, 11, 15};
@@ -55,6 +55,9 @@ static inline void CW_SFX(cw_bt4_row_kernel)(
         a4 = __builtin_shuffle(y0, y2, first);
         a5 = __builtin_shuffle(y0, y2, second);
         CW_BT4(a0, a1, a2, a3, a4, a5, r0, r1, r2, r3, r4, r5);
+        memcpy(&y0, flag + t, sizeof(CW_V8));
+        y0 = CW_MARK6(y0, r0, r1, r2, r3, r4, r5);
+        memcpy(flag + t, &y0, sizeof(CW_V8));
         memcpy(d0 + t, &r0, sizeof(CW_V8));
         memcpy(d1 + t, &r1, sizeof(CW_V8));
         memcpy(d2 + t, &r2, sizeof(CW_V8));
@@ -63,9 +66,13 @@ static inline void CW_SFX(cw_bt4_row_kernel)(
         memcpy(d5 + t, &r5, sizeof(CW_V8));
     }
 #endif
-    for (; t < n; t++)
+    for (; t < n; t++) {
+        CW_T r0, r1, r2, r3, r4, r5;
         CW_BT4(s[4 * t], s[4 * t + 1], s[4 * t + 2], s[4 * t + 3], s[4 * t + 4],
-               s[4 * t + 5], d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]);
+               s[4 * t + 5], r0, r1, r2, r3, r4, r5);
+        flag[t] = CW_MARK6(flag[t], r0, r1, r2, r3, r4, r5);
+        d0[t] = r0, d1[t] = r1, d2[t] = r2, d3[t] = r3, d4[t] = r4, d5[t] = r5;
+    }
 }
 
 static inline void CW_SFX(cw_bt2_kernel)(
@@ -80,10 +87,15 @@ static inline void CW_SFX(cw_bt2_kernel)(
    loop vectoriser). */
 static inline void CW_SFX(cw_bt2_row_kernel)(
     const CW_T* CW_R s, CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3,
-    ptrdiff_t n)
+    CW_T* CW_R flag, ptrdiff_t n)
 {
-    for (ptrdiff_t t = 0; t < n; t++)
-        CW_BT2(s[2 * t], s[2 * t + 1], s[2 * t + 2], s[2 * t + 3], d0[t], d1[t], d2[t], d3[t]);
+    const CW_T z = 0;
+    for (ptrdiff_t t = 0; t < n; t++) {
+        CW_T r0, r1, r2, r3;
+        CW_BT2(s[2 * t], s[2 * t + 1], s[2 * t + 2], s[2 * t + 3], r0, r1, r2, r3);
+        flag[t] = CW_MARK4(flag[t], r0, r1, r2, r3);
+        d0[t] = r0, d1[t] = r1, d2[t] = r2, d3[t] = r3;
+    }
 }
 
 static inline void CW_SFX(cw_at4_kernel)(
@@ -134,26 +146,51 @@ static inline void CW_SFX(cw_at2_row_kernel)(
     }
 }
 
-/* A 4 -> 6, value i of item t at s_i[t * st] (st = 1: a run; st = 4: the
-   pixels of a gradient row, tiles side by side without overlap). */
 static inline void CW_SFX(cw_a4_kernel)(
     const CW_T* CW_R s0, const CW_T* CW_R s1, const CW_T* CW_R s2,
-    const CW_T* CW_R s3, ptrdiff_t st,
+    const CW_T* CW_R s3,
     CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3,
     CW_T* CW_R d4, CW_T* CW_R d5, ptrdiff_t n)
 {
     const CW_T c2 = 2, c4 = 4;
     for (ptrdiff_t t = 0; t < n; t++)
-        CW_A4(s0[t * st], s1[t * st], s2[t * st], s3[t * st],
-              d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]);
+        CW_A4(s0[t], s1[t], s2[t], s3[t], d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]);
 }
 
 static inline void CW_SFX(cw_a2_kernel)(
-    const CW_T* CW_R s0, const CW_T* CW_R s1, ptrdiff_t st,
+    const CW_T* CW_R s0, const CW_T* CW_R s1,
     CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3, ptrdiff_t n)
 {
     for (ptrdiff_t t = 0; t < n; t++)
-        CW_A2(s0[t * st], s1[t * st], d0[t], d1[t], d2[t], d3[t]);
+        CW_A2(s0[t], s1[t], d0[t], d1[t], d2[t], d3[t]);
+}
+
+/* A along a gradient row (tiles side by side, 4 or 2 pixels each), with
+   the finiteness mark of the input row kernels. */
+static inline void CW_SFX(cw_a4_row_kernel)(
+    const CW_T* CW_R s, CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3,
+    CW_T* CW_R d4, CW_T* CW_R d5, CW_T* CW_R flag, ptrdiff_t n)
+{
+    const CW_T c2 = 2, c4 = 4, z = 0;
+    for (ptrdiff_t t = 0; t < n; t++) {
+        CW_T r0, r1, r2, r3, r4, r5;
+        CW_A4(s[4 * t], s[4 * t + 1], s[4 * t + 2], s[4 * t + 3], r0, r1, r2, r3, r4, r5);
+        flag[t] = CW_MARK6(flag[t], r0, r1, r2, r3, r4, r5);
+        d0[t] = r0, d1[t] = r1, d2[t] = r2, d3[t] = r3, d4[t] = r4, d5[t] = r5;
+    }
+}
+
+static inline void CW_SFX(cw_a2_row_kernel)(
+    const CW_T* CW_R s, CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3,
+    CW_T* CW_R flag, ptrdiff_t n)
+{
+    const CW_T z = 0;
+    for (ptrdiff_t t = 0; t < n; t++) {
+        CW_T r0, r1, r2, r3;
+        CW_A2(s[2 * t], s[2 * t + 1], r0, r1, r2, r3);
+        flag[t] = CW_MARK4(flag[t], r0, r1, r2, r3);
+        d0[t] = r0, d1[t] = r1, d2[t] = r2, d3[t] = r3;
+    }
 }
 
 /* ---- the entry points of _winograd.pyx (m = 4 or 2) ---------------------- */
@@ -170,10 +207,10 @@ static inline void CW_SFX(cyconv_wino_cols)(
         CW_SFX(cw_bt2_kernel)(s, s + ss, s + 2 * ss, s + 3 * ss,
                               d, d + ds, d + 2 * ds, d + 3 * ds, n);
     else if (kind == CYCONV_WINO_GRAD && m == 4)
-        CW_SFX(cw_a4_kernel)(s, s + ss, s + 2 * ss, s + 3 * ss, 1,
+        CW_SFX(cw_a4_kernel)(s, s + ss, s + 2 * ss, s + 3 * ss,
                              d, d + ds, d + 2 * ds, d + 3 * ds, d + 4 * ds, d + 5 * ds, n);
     else if (kind == CYCONV_WINO_GRAD)
-        CW_SFX(cw_a2_kernel)(s, s + ss, 1, d, d + ds, d + 2 * ds, d + 3 * ds, n);
+        CW_SFX(cw_a2_kernel)(s, s + ss, d, d + ds, d + 2 * ds, d + 3 * ds, n);
     else if (m == 4)
         CW_SFX(cw_at4_kernel)(s, s + ss, s + 2 * ss, s + 3 * ss, s + 4 * ss, s + 5 * ss,
                               d, d + ds, d + 2 * ds, d + 3 * ds, n);
@@ -183,20 +220,23 @@ static inline void CW_SFX(cyconv_wino_cols)(
 
 /* Along one row of pixels into n tiles: d[j*ds + t] = (X s[m*t ...])[j];
    the input transform (B^T) reads n*m + 2 pixels (tiles overlap by 2; see
-   cw_bt4_row_kernel for its reads), the gradient transform (A) n*m. */
+   cw_bt4_row_kernel for its reads), the gradient transform (A) n*m.  The
+   last stage of a tile's transform, so it also marks the tile:
+   flag[t] += d * 0 over its outputs stays 0 unless one is inf or NaN (an
+   inf would spread over the whole tile in the products). */
 static inline void CW_SFX(cyconv_wino_row)(
-    int kind, int m, const CW_T* s, CW_T* d, ptrdiff_t ds, ptrdiff_t n)
+    int kind, int m, const CW_T* s, CW_T* d, ptrdiff_t ds, CW_T* flag, ptrdiff_t n)
 {
     if (kind == CYCONV_WINO_INPUT && m == 4)
         CW_SFX(cw_bt4_row_kernel)(s, d, d + ds, d + 2 * ds, d + 3 * ds, d + 4 * ds,
-                                  d + 5 * ds, n);
+                                  d + 5 * ds, flag, n);
     else if (kind == CYCONV_WINO_INPUT)
-        CW_SFX(cw_bt2_row_kernel)(s, d, d + ds, d + 2 * ds, d + 3 * ds, n);
+        CW_SFX(cw_bt2_row_kernel)(s, d, d + ds, d + 2 * ds, d + 3 * ds, flag, n);
     else if (m == 4)
-        CW_SFX(cw_a4_kernel)(s, s + 1, s + 2, s + 3, 4,
-                             d, d + ds, d + 2 * ds, d + 3 * ds, d + 4 * ds, d + 5 * ds, n);
+        CW_SFX(cw_a4_row_kernel)(s, d, d + ds, d + 2 * ds, d + 3 * ds, d + 4 * ds,
+                                 d + 5 * ds, flag, n);
     else
-        CW_SFX(cw_a2_kernel)(s, s + 1, 2, d, d + ds, d + 2 * ds, d + 3 * ds, n);
+        CW_SFX(cw_a2_row_kernel)(s, d, d + ds, d + 2 * ds, d + 3 * ds, flag, n);
 }
 
 /* An output row: y[m*t + j] = (A^T s_t)[j] + bias for n tiles, value i of
