@@ -168,7 +168,7 @@ def build_extensions(jobs):
     # cyconv_gemm.h) fuses through explicit FMA intrinsics, which it leaves alone.
     # -fno-math-errno: sqrt need not set errno (values are unchanged), which is
     # what lets GCC vectorise a loop that calls it.
-    contract = ["-ffp-contract=off", "-fno-math-errno"]
+    contract = ["-ffp-contract=off", "-fno-math-errno", "-fno-tree-loop-distribute-patterns"]
     compile_args = ["-O3"] + contract + cflags
     if debug:
         compile_args = ["-O0", "-g"] + contract + cflags
