@@ -6,8 +6,8 @@
 # - Output tiles (n, ty, tx) of a group are cut into blocks of TB tiles; an item
 #   (group, block) owns its output tiles, and the partition depends on the shape
 #   only: race free, bitwise identical for any n_threads.
-# - Per item: gather and transform input patches (B^T d B, 1-D transforms
-#   vectorised across tiles) into V[xi][c][tile], (m+2)^2 GEMMs (cyconv's own,
+# - Per item: gather and transform input patches (B^T d B; the 1-D transforms
+#   are C, include/cyconv_winograd.h, vectorised across tiles) into V[xi][c][tile], (m+2)^2 GEMMs (cyconv's own,
 #   _matmul.pxd) M[xi] = U[xi] @ V[xi], output transform A^T M A into y.
 # - dx is the forward on dy with the flipped kernel; dW = G^T (sum of
 #   (A dY A^T)[xi] V[xi]^T) G, items dealt round-robin to S slot copies that are

@@ -116,7 +116,9 @@ CONV2D_ALGORITHMS = ("gemm", "winograd")
 # enough 4x4 output tiles (WINOGRAD_MIN_TILES: a batch of one 28x28 image, 49
 # tiles, lost to GEMM in every pass; from 128 tiles on, all three passes won; at
 # 64 tiles, one 32x32 image, only the float64 forward won in every measurement,
-# 1.15-1.44x: WINOGRAD_MIN_TILES_F64_FORWARD).  The weight gradient follows the
+# 1.15-1.44x: WINOGRAD_MIN_TILES_F64_FORWARD; on an AVX-512 Xeon after the
+# transforms were vectorised, the float32 forward at 64 tiles tied, median 1.02x,
+# docs/performance.md).  The weight gradient follows the
 # same rule, except in float64 with 128 channels or more, where GEMM measured as
 # fast or faster (0.35-0.98x).
 WINOGRAD_MIN_CHANNELS = {np.dtype(np.float32): 32, np.dtype(np.float64): 16}
