@@ -16,6 +16,8 @@ def conv2d_forward(
     geom: Any,
     groups: int,
     has_bias: bool,
+    xlo: npt.NDArray[np.intp],
+    xhi: npt.NDArray[np.intp],
     n_threads: int,
 ) -> None: ...
 def conv2d_backward(
@@ -26,6 +28,8 @@ def conv2d_backward(
     dw: npt.NDArray[np.floating],
     geom: Any,
     groups: int,
+    xlo: npt.NDArray[np.intp],
+    xhi: npt.NDArray[np.intp],
     n_threads: int,
     need_dx: bool,
     need_dw: bool,
@@ -33,6 +37,3 @@ def conv2d_backward(
 def bias_grad(
     dy: npt.NDArray[np.floating], db: npt.NDArray[np.floating], n_threads: int
 ) -> None: ...
-def ox_ranges(
-    W: int, OW: int, KW: int, SW: int, PL: int, DW: int
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]: ...

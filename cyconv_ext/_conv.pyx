@@ -43,40 +43,11 @@ cdef enum:
     BIAS_LANES = 8     # partial sums per channel in bias_grad
 
 
-@cython.cdivision(True)
-cdef inline index_t _floor_div(index_t a, index_t b) noexcept nogil:
-    """floor(a / b) for b > 0 (C division truncates toward zero)."""
-    cdef index_t q = a / b
-    if a % b != 0 and a < 0:
-        q -= 1
-    return q
-
-
-cdef tuple _ox_ranges(window_geom g):
-    """Per kernel column kx: the output columns [lo, hi) whose tap is inside,
-    i.e. 0 <= ox*SW - PL + kx*DW < W, solved for ox (O(KW), no per-ox work)."""
-    lo_ = np.zeros(g.KW, dtype=np.intp)
-    hi_ = np.zeros(g.KW, dtype=np.intp)
-    cdef index_t[::1] lo = lo_, hi = hi_
-    cdef index_t kx, offset, first, last
-    with nogil:
-        for kx in range(g.KW):
-            offset = kx * g.DW - g.PL  # ix = ox*SW + offset
-            first = max(-_floor_div(offset, g.SW), 0)  # ceil(-offset / SW)
-            last = min(_floor_div(g.W - 1 - offset, g.SW), g.OW - 1)
-            if first <= last:
-                lo[kx] = first
-                hi[kx] = last + 1
-    return lo_, hi_
-
-
-def ox_ranges(index_t W, index_t OW, index_t KW, index_t SW, index_t PL, index_t DW):
-    """``_ox_ranges`` for a row geometry (tests compare it with the direct scan)."""
-    if KW < 0 or SW < 1 or DW < 1:
-        raise ValueError(f"need KW >= 0, SW >= 1 and DW >= 1, got {KW}, {SW}, {DW}")
-    cdef window_geom g
-    g.W, g.OW, g.KW, g.SW, g.PL, g.DW = W, OW, KW, SW, PL, DW
-    return _ox_ranges(g)
+cdef inline void _check_tap_ranges(const index_t[::1] xlo, const index_t[::1] xhi,
+                                   const window_geom* g):
+    if xlo.shape[0] != g.KW or xhi.shape[0] != g.KW:
+        raise ValueError(f"xlo and xhi need one entry per kernel column ({g.KW}), got "
+                         f"{xlo.shape[0]} and {xhi.shape[0]}")
 
 
 cdef extern from *:
@@ -274,8 +245,11 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                    const floating_t[:, :, :, ::1] w,     # IN  (OC, C/groups, KH, KW)
                    const floating_t[::1] bias,           # IN  (OC,) (ignored unless has_bias)
                    floating_t[:, :, :, ::1] y,           # OUT (N, OC, OH, OW)
-                   geom, int groups, bint has_bias, int n_threads):
-    """y = conv(x, w) (+ bias), written into caller-allocated ``y``."""
+                   geom, int groups, bint has_bias,
+                   const index_t[::1] xlo, const index_t[::1] xhi,  # IN (KW,) tap ranges
+                   int n_threads):
+    """y = conv(x, w) (+ bias), written into caller-allocated ``y``; ``xlo``/``xhi``:
+    per kernel column, the output columns whose tap is inside (the wrapper's table)."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
     cdef window_geom g = make_window_geom(geom, x.shape[2], x.shape[3], y.shape[2], y.shape[3])
     cdef index_t Cg = C // groups, OCg = OC // groups
@@ -293,8 +267,7 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef floating_t bo
     if items == 0 or P == 0 or OC == 0:
         return
-    lo_, hi_ = _ox_ranges(g)
-    cdef const index_t[::1] xlo = lo_, xhi = hi_
+    _check_tap_ranges(xlo, xhi, &g)
     if not direct:
         ws = <floating_t*>malloc(nt * K * rb * g.OW * sizeof(floating_t))
         if ws == NULL:
@@ -340,7 +313,9 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     const floating_t[:, :, :, ::1] w,    # IN  (OC, C/groups, KH, KW)
                     floating_t[:, :, :, ::1] dx,         # OUT (N, C, H, W), any content
                     floating_t[:, :, :, ::1] dw,         # OUT (OC, C/groups, KH, KW)
-                    geom, int groups, int n_threads, bint need_dx, bint need_dw):
+                    geom, int groups,
+                    const index_t[::1] xlo, const index_t[::1] xhi,  # IN (KW,) as forward
+                    int n_threads, bint need_dx, bint need_dw):
     """Gradients of conv2d w.r.t. input and weight (caller-allocated; the bias
     gradient is ``bias_grad``).
 
@@ -388,8 +363,7 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     ncb = (Cg + cb - 1) // cb
     items = N * groups * ncb
     nt = <int>max(1, min(<index_t>n_threads, max(S, items if need_dx else 0)))
-    lo_, hi_ = _ox_ranges(g)
-    cdef const index_t[::1] xlo = lo_, xhi = hi_
+    _check_tap_ranges(xlo, xhi, &g)
     cdef index_t bufsz = 0 if direct else max(K * rbw * g.OW, cb * KK * rbx * g.OW)
     try:
         slots = <floating_t*>malloc(max(1, S * WSZ) * sizeof(floating_t))

@@ -1,5 +1,6 @@
-"""The conv kernels' per-kernel-column output ranges (``_ox_ranges`` in
-``cyconv_ext/_conv.pyx``), computed arithmetically in C (issue 12, "Also").
+"""The conv kernels' per-kernel-column output ranges (``ox_ranges`` in
+``cyconv/backends/_conv_tables.py``, the kernels' table), computed arithmetically
+(issue 12, "Also"; moved out of ``_conv.pyx`` by issue 13).
 
 They used to come from a Python loop over kernel columns, each scanning every
 output column with NumPy: a 1x31623 kernel spent ~10 s (forward) and ~15 s
@@ -17,6 +18,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from cyconv.backends._conv_tables import ox_ranges
 
 _conv = pytest.importorskip("cyconv_ext._conv", reason="the compiled backend is not built")
 
@@ -36,7 +39,7 @@ def scanned_ranges(W, OW, KW, SW, PL, DW):
 
 
 def _check(W, OW, KW, SW, PL, DW):
-    lo, hi = _conv.ox_ranges(W, OW, KW, SW, PL, DW)
+    lo, hi = ox_ranges(W, OW, KW, SW, PL, DW)
     want_lo, want_hi = scanned_ranges(W, OW, KW, SW, PL, DW)
     assert lo.dtype == np.intp and hi.dtype == np.intp
     assert np.array_equal(lo, want_lo) and np.array_equal(hi, want_hi), (W, OW, KW, SW, PL, DW)

@@ -6,7 +6,8 @@ Each function allocates its outputs and hands them to a kernel in
 :mod:`cyconv_ext._optim` (see the "Design:" comment
 at the top of each for loop order, parallelisation and workspace).  Python-level
 preparation stays here: the pooling kernels receive their window tables and
-average divisor from :mod:`cyconv.backends._pool_tables`.  Inputs are
+average divisor from :mod:`cyconv.backends._pool_tables`, the convolutions their tap
+ranges from :mod:`cyconv.backends._conv_tables`.  Inputs are
 assumed validated by the public boundary (see :mod:`cyconv.backends`);
 ``np.ascontiguousarray`` is applied defensively (a no-op for conforming
 arrays).  The modules come in one build per CPU variant; the import below
@@ -27,6 +28,7 @@ from cyconv._threads import threads_for_work
 from cyconv_ext import _openmp_helpers
 
 from .._cpu import import_kernels
+from ._conv_tables import tap_column_ranges
 from ._kernel_sets import SerialBuildWarning
 from ._pool_tables import avg_divisor, pool_windows
 
@@ -215,7 +217,7 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
             return y
     y = np.empty(out_shape, dtype=x.dtype)
     _conv.conv2d_forward(x, w, _EMPTY[x.dtype] if bias is None else bias, y, geom,
-                         int(groups), b is not None,
+                         int(groups), b is not None, *tap_column_ranges(geom, x.shape[3]),
                          _useful_threads(n_threads, _conv_work(x, w, geom)))
     return y
 
@@ -262,7 +264,8 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
         dw = np.empty_like(w) if gemm_dw else dw
         work = (int(gemm_dx) + int(gemm_dw)) * _conv_work(x, w, geom)
         _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, geom,
-                              int(groups), _useful_threads(n_threads, work // BACKWARD_WORK_FACTOR),
+                              int(groups), *tap_column_ranges(geom, x.shape[3]),
+                              _useful_threads(n_threads, work // BACKWARD_WORK_FACTOR),
                               gemm_dx, gemm_dw)
     _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
     return dx, dw, db
