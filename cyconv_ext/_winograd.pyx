@@ -432,7 +432,9 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     cdef floating_t* us
     cdef index_t* segs
     cdef index_t* seg
-    cdef floating_t acc
+    cdef floating_t acc, beta
+    # every slot meets every group (S <= blocks per group): no slot region stays unwritten
+    cdef bint every_group = nblk >= S
     cdef int nonfinite = 0
     if USZ == 0:
         return True
@@ -455,7 +457,8 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                 flag = dm + A2 * OCg * TB + g.m * g.A * TB + g.RW
                 seg = segs + tid * SEG * TB
                 us = slots + s * USZ
-                memset(us, 0, USZ * sizeof(floating_t))
+                if not every_group:
+                    memset(us, 0, USZ * sizeof(floating_t))
                 it = s
                 while it < items:
                     gi = it // nblk
@@ -472,10 +475,12 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                                             flag)
                     if not _all_zero(flag, nt):
                         nonfinite += 1
+                    # the slot's first item of group gi writes its dU (no zeroing pass)
+                    beta = 0 if every_group and it - S < gi * nblk else 1
                     for xi in range(A2):
                         # row-major dU[xi] (OCg x Cg) += dM[xi] (OCg x nt) @ V[xi]^T (nt x Cg)
                         gemm(c'T', c'N', <int>Cg, <int>OCg, <int>nt, v + xi * Cg * TB, <int>TB,
-                             dm + xi * OCg * TB, <int>TB, 1,
+                             dm + xi * OCg * TB, <int>TB, beta,
                              us + (gi * A2 + xi) * OCg * Cg, <int>Cg)
                     it = it + S
             # Sum the slot copies in slot order into slot 0 (each element owned).

@@ -131,6 +131,27 @@ def test_winograd_weight_gradient_at_the_largest_benchmark_shape():
     assert np.linalg.norm(dw - exact) / np.linalg.norm(exact) <= DW_BOUND[np.float32]
 
 
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_winograd_weight_gradient_when_every_slot_meets_every_group(groups):
+    """With at least as many tile blocks per group as dW slots, a slot's first block of
+    a group writes its partial dU (no zeroing pass): still within the bound, and the
+    same bits on one thread as on two."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((32, 64, 32, 32))
+    w = rng.standard_normal((64, 64 // groups, 3, 3))
+    dy = rng.standard_normal((32, 64, 32, 32))
+    geom = resolve_geometry((32, 32), (3, 3), padding=1)
+    tiles = 32 * 8 * 8
+    blocks_per_group = -(-tiles // cb._tile_block(64 // groups, 64 // groups, 4, x.dtype,
+                                                  dy.shape, groups))
+    assert blocks_per_group >= cb._conv.MAX_SLOTS   # the case under test
+    exact = cb.conv2d_backward(dy, x, w, geom, groups, algorithm="gemm")[1]
+    results = [cb.conv2d_backward(dy, x, w, geom, groups, n_threads, algorithm="winograd")[1]
+               for n_threads in (1, 2)]
+    assert np.array_equal(results[0], results[1])
+    assert np.linalg.norm(results[0] - exact) / np.linalg.norm(exact) <= DW_BOUND[np.float64]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 12, 17, 15), (1, 16, 32, 32), (1, 8, 6, 7)])
 def test_winograd_bitwise_for_any_thread_count(dtype, shape, threads_on_tiny_work):
