@@ -48,18 +48,25 @@ def _pad(x, geom, value):
                   mode="constant", constant_values=value)
 
 
+def _taps(geom):
+    """``(ky, kx, window)`` for every kernel tap: ``window`` indexes, in the padded
+    (N, C, H, W) image, the pixels that tap reads for every output position."""
+    for ky in range(geom.kernel_h):
+        y0 = ky * geom.dilation_h
+        rows = slice(y0, y0 + geom.stride_h * geom.out_h, geom.stride_h)
+        for kx in range(geom.kernel_w):
+            x0 = kx * geom.dilation_w
+            cols = slice(x0, x0 + geom.stride_w * geom.out_w, geom.stride_w)
+            yield ky, kx, (slice(None), slice(None), rows, cols)
+
+
 def im2col(x, geom, pad_value=0.0):
     """Gather every window of ``x`` (N, C, H, W) into (N, C, KH, KW, OH, OW)."""
     n, c = x.shape[:2]
     img = _pad(x, geom, pad_value)
     cols = np.empty((n, c, geom.kernel_h, geom.kernel_w, geom.out_h, geom.out_w), dtype=x.dtype)
-    for ky in range(geom.kernel_h):
-        y0 = ky * geom.dilation_h
-        y1 = y0 + geom.stride_h * geom.out_h
-        for kx in range(geom.kernel_w):
-            x0 = kx * geom.dilation_w
-            x1 = x0 + geom.stride_w * geom.out_w
-            cols[:, :, ky, kx] = img[:, :, y0:y1:geom.stride_h, x0:x1:geom.stride_w]
+    for ky, kx, window in _taps(geom):
+        cols[:, :, ky, kx] = img[window]
     return cols
 
 
@@ -68,13 +75,8 @@ def col2im(cols, x_shape, geom):
     n, c, h, w = x_shape
     bottom, right = _padded_extent(geom)
     img = np.zeros((n, c, h + geom.pad_top + bottom, w + geom.pad_left + right), dtype=cols.dtype)
-    for ky in range(geom.kernel_h):
-        y0 = ky * geom.dilation_h
-        y1 = y0 + geom.stride_h * geom.out_h
-        for kx in range(geom.kernel_w):
-            x0 = kx * geom.dilation_w
-            x1 = x0 + geom.stride_w * geom.out_w
-            img[:, :, y0:y1:geom.stride_h, x0:x1:geom.stride_w] += cols[:, :, ky, kx]
+    for ky, kx, window in _taps(geom):
+        img[window] += cols[:, :, ky, kx]
     return img[:, :, geom.pad_top:geom.pad_top + h, geom.pad_left:geom.pad_left + w]
 
 
