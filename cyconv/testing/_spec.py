@@ -204,6 +204,16 @@ def make_target(spec, rng, x):
     return rng.integers(0, x.shape[1], size=x.shape[0])
 
 
+def make_example(spec, kwargs, shape, n, seed, dtype):
+    """One drawn example: ``(rng, layer, x, t)``, the seeded generator, a built
+    layer, an input batch of ``n`` and the targets (None unless a loss layer),
+    drawn from ``rng`` in that order."""
+    rng = np.random.default_rng(seed)
+    layer, _ = make_layer(spec, kwargs, shape, dtype, rng)
+    x = make_input(rng, (n,) + tuple(shape), dtype)
+    return rng, layer, x, make_target(spec, rng, x)
+
+
 def make_dout(spec, rng, y, dtype):
     if spec.is_loss:
         return float(rng.uniform(0.5, 2.0))

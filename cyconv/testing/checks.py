@@ -90,6 +90,7 @@ from ._spec import (
     examples,
     layer_check,
     make_dout,
+    make_example,
     make_input,
     make_layer,
     make_target,
@@ -232,10 +233,7 @@ def check_gradients(spec):
     modes = (True, False) if (spec.stochastic or spec.batch_coupled) else (True,)
 
     def body(kwargs, shape, n, seed):
-        rng = np.random.default_rng(seed)
-        layer, _ = make_layer(spec, kwargs, shape, F64, rng)
-        x = make_input(rng, (n,) + tuple(shape), F64)
-        t = make_target(spec, rng, x)
+        rng, layer, x, t = make_example(spec, kwargs, shape, n, seed, F64)
         # one thread: correctness does not depend on it (check_thread_invariance is separate)
         with local_num_threads(1):
             for train in modes:
@@ -258,10 +256,7 @@ def check_dtype_preserved(spec):
     """
     def body(kwargs, shape, n, seed):
         for dtype in (F32, F64):
-            rng = np.random.default_rng(seed)
-            layer, _ = make_layer(spec, kwargs, shape, dtype, rng)
-            x = make_input(rng, (n,) + tuple(shape), dtype)
-            t = make_target(spec, rng, x)
+            rng, layer, x, t = make_example(spec, kwargs, shape, n, seed, dtype)
             where = describe_example(spec, kwargs, shape, n) + f", {dtype}"
             y = call_forward(spec, layer, x, t, True)
             if not spec.is_loss:
@@ -288,10 +283,7 @@ def check_readonly_noncontiguous_inputs(spec):
     train = True
 
     def body(kwargs, shape, n, seed, layout, dtype):
-        rng = np.random.default_rng(seed)
-        proto, _ = make_layer(spec, kwargs, shape, dtype, rng)
-        x = make_input(rng, (n,) + tuple(shape), dtype)
-        t = make_target(spec, rng, x)
+        rng, proto, x, t = make_example(spec, kwargs, shape, n, seed, dtype)
         where = describe_example(spec, kwargs, shape, n) + f", {dtype}, {layout} read-only inputs"
         with GlobalRandom() as rand:
             dout, (y, dx, grads) = run_with_random_dout(spec, proto, x, t, train, rand, rng,
@@ -319,10 +311,7 @@ def check_inputs_not_mutated(spec):
     ``x``, ``dout``, targets and ``params`` are unchanged afterwards.
     """
     def body(kwargs, shape, n, seed, dtype):
-        rng = np.random.default_rng(seed)
-        layer, _ = make_layer(spec, kwargs, shape, dtype, rng)
-        x = make_input(rng, (n,) + tuple(shape), dtype)
-        t = make_target(spec, rng, x)
+        rng, layer, x, t = make_example(spec, kwargs, shape, n, seed, dtype)
         where = describe_example(spec, kwargs, shape, n) + f", {dtype}"
         x0 = x.copy()
         t0 = None if t is None else t.copy()
@@ -354,10 +343,7 @@ def check_backward_params(spec):
     train = not (spec.stochastic or spec.batch_coupled)
 
     def body(kwargs, shape, n, seed):
-        rng = np.random.default_rng(seed)
-        proto, _ = make_layer(spec, kwargs, shape, F64, rng)
-        x = make_input(rng, (n,) + tuple(shape), F64)
-        t = make_target(spec, rng, x)
+        rng, proto, x, t = make_example(spec, kwargs, shape, n, seed, F64)
         where = describe_example(spec, kwargs, shape, n)
         with GlobalRandom() as rand:
             dout, (_, _, grads) = run_with_random_dout(spec, proto, x, t, train, rand, rng, F64)
@@ -389,9 +375,7 @@ def check_batch_subset_invariance(spec):
     train = not (spec.stochastic or spec.batch_coupled)
 
     def body(kwargs, shape, n, seed):
-        rng = np.random.default_rng(seed)
-        proto, _ = make_layer(spec, kwargs, shape, F64, rng)
-        x = make_input(rng, (n,) + tuple(shape), F64)
+        rng, proto, x, _ = make_example(spec, kwargs, shape, n, seed, F64)  # t: not a loss
         size = int(rng.integers(1, n))
         idx = np.sort(rng.choice(n, size=size, replace=False))
         where = describe_example(spec, kwargs, shape, n) + f", subset {idx.tolist()}, train={train}"
@@ -415,10 +399,7 @@ def check_batch_order_invariance(spec):
     train = not spec.stochastic
 
     def body(kwargs, shape, n, seed):
-        rng = np.random.default_rng(seed)
-        proto, _ = make_layer(spec, kwargs, shape, F64, rng)
-        x = make_input(rng, (n,) + tuple(shape), F64)
-        t = make_target(spec, rng, x)
+        rng, proto, x, t = make_example(spec, kwargs, shape, n, seed, F64)
         perm = rng.permutation(n)
         if n > 1 and np.array_equal(perm, np.arange(n)):
             perm = np.roll(perm, 1)
@@ -446,10 +427,7 @@ def check_thread_invariance(spec):
     not touched).
     """
     def body(kwargs, shape, n, seed, dtype):
-        rng = np.random.default_rng(seed)
-        proto, _ = make_layer(spec, kwargs, shape, dtype, rng)
-        x = make_input(rng, (n,) + tuple(shape), dtype)
-        t = make_target(spec, rng, x)
+        rng, proto, x, t = make_example(spec, kwargs, shape, n, seed, dtype)
         where = describe_example(spec, kwargs, shape, n) + f", {dtype}"
         results = {}
         with GlobalRandom() as rand:
