@@ -70,6 +70,23 @@ KERNELS = textwrap.dedent('''
         fork_warnings = [str(w.message) for w in caught
                          if issubclass(w.category, cyconv.ThreadsAfterForkWarning)]
         return dict(digests=digests, threads=threads, fork_warnings=fork_warnings, **extra)
+
+    def in_child(work):
+        """Run work() in an os.fork() child; return what it returned (through JSON)."""
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                os.write(write, json.dumps(work()).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        data = b""
+        while chunk := os.read(read, 1 << 16):
+            data += chunk
+        os.waitpid(pid, 0)
+        return json.loads(data)
 ''')
 
 
@@ -99,31 +116,22 @@ def _run(tmp_path, body):
 def test_os_fork_child_runs_every_kernel_on_one_thread(tmp_path):
     result = _run(tmp_path, '''
         parent = report()
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            try:
-                child = report()
-                # explicit requests are served by one thread too, and do not hang
-                cyconv.set_num_threads(4)
-                child["after_set_4"] = cyconv.get_num_threads()
-                from cyconv._threads import resolve_num_threads
-                child["explicit_3"] = resolve_num_threads(3)
-                child["explicit_4_digests"] = run_kernels(n_threads=4)
-                with warnings.catch_warnings(record=True) as again:
-                    warnings.simplefilter("always")
-                    run_kernels(n_threads=-1)
-                child["second_warnings"] = len(again)
-                os.write(write, json.dumps(child).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        data = b""
-        while chunk := os.read(read, 1 << 16):
-            data += chunk
-        os.waitpid(pid, 0)
-        print(json.dumps(dict(parent=parent, child=json.loads(data))))
+
+        def child_work():
+            child = report()
+            # explicit requests are served by one thread too, and do not hang
+            cyconv.set_num_threads(4)
+            child["after_set_4"] = cyconv.get_num_threads()
+            from cyconv._threads import resolve_num_threads
+            child["explicit_3"] = resolve_num_threads(3)
+            child["explicit_4_digests"] = run_kernels(n_threads=4)
+            with warnings.catch_warnings(record=True) as again:
+                warnings.simplefilter("always")
+                run_kernels(n_threads=-1)
+            child["second_warnings"] = len(again)
+            return child
+
+        print(json.dumps(dict(parent=parent, child=in_child(child_work))))
     ''')
     parent, child = result["parent"], result["child"]
     assert parent["threads"] == 2 and parent["fork_warnings"] == []
@@ -140,20 +148,8 @@ def test_fork_before_any_threads_keeps_threads(tmp_path):
     """A child forked before the parent ran threads has no broken pool: it
     keeps its threads and gets no warning."""
     result = _run(tmp_path, '''
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            try:
-                os.write(write, json.dumps(report()).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        data = b""
-        while chunk := os.read(read, 1 << 16):
-            data += chunk
-        os.waitpid(pid, 0)
-        print(json.dumps(dict(child=json.loads(data), parent=report())))
+        child = in_child(report)
+        print(json.dumps(dict(child=child, parent=report())))
     ''')
     assert result["child"]["threads"] == 2 and result["child"]["fork_warnings"] == []
     assert result["child"]["digests"] == result["parent"]["digests"]
@@ -214,25 +210,17 @@ def test_fork_while_another_thread_is_inside_a_blas_product(tmp_path):
         t.start()
         entered.wait()
         inside = (_blas_limit.depth(), _blas_limit.blas_threads())
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _blas._matmul = real
-                state = [_blas_limit.depth(), _blas_limit.blas_threads()]
-                _blas.matmul(a, b, n_threads=1)
-                state += [_blas_limit.depth(), _blas_limit.blas_threads()]
-                os.write(write, json.dumps(state).encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        data = b""
-        while chunk := os.read(read, 1 << 16):
-            data += chunk
-        os.waitpid(pid, 0)
+
+        def child_work():
+            _blas._matmul = real
+            state = [_blas_limit.depth(), _blas_limit.blas_threads()]
+            _blas.matmul(a, b, n_threads=1)
+            return state + [_blas_limit.depth(), _blas_limit.blas_threads()]
+
+        child = in_child(child_work)
         release.set()
         t.join()
-        print(json.dumps(dict(before=before, inside=inside, child=json.loads(data),
+        print(json.dumps(dict(before=before, inside=inside, child=child,
                               after=[_blas_limit.depth(), _blas_limit.blas_threads()])))
     ''')
     before = result["before"]
