@@ -8,6 +8,7 @@ product rounds differently for other batch sizes or BLAS thread counts, see
 cyconv/dask.py), and results must be bitwise equal to them.
 """
 
+import contextlib
 import os
 import signal
 import sys
@@ -62,17 +63,12 @@ def _restore_environ(saved):
             os.environ[name] = value
 
 
-@pytest.fixture(scope="module")
-def processes():
-    """2 worker processes x 1 thread; records cyconv's thread count around the start."""
+@contextlib.contextmanager
+def _local_client(**cluster_kwargs):
+    """A client of a fresh LocalCluster, closed afterwards, with the environment restored."""
     saved = {name: os.environ.get(name) for name in NANNY_ENVIRON}
-    threads_before = cyconv.get_num_threads()
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0")
+    cluster = distributed.LocalCluster(dashboard_address=":0", **cluster_kwargs)
     client = distributed.Client(cluster, set_as_default=False)
-    client.threads_before_start = threads_before
-    client.threads_after_start = cyconv.get_num_threads()
-    client.omp_after_start = os.environ.get("OMP_NUM_THREADS")
     try:
         yield client
     finally:
@@ -83,18 +79,21 @@ def processes():
 
 
 @pytest.fixture(scope="module")
+def processes():
+    """2 worker processes x 1 thread; records cyconv's thread count around the start."""
+    threads_before = cyconv.get_num_threads()
+    with _local_client(n_workers=2, threads_per_worker=1, processes=True) as client:
+        client.threads_before_start = threads_before
+        client.threads_after_start = cyconv.get_num_threads()
+        client.omp_after_start = os.environ.get("OMP_NUM_THREADS")
+        yield client
+
+
+@pytest.fixture(scope="module")
 def threads():
     """1 worker x 2 threads inside this process (no nanny, no pickling)."""
-    saved = {name: os.environ.get(name) for name in NANNY_ENVIRON}
-    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                                       dashboard_address=":0")
-    client = distributed.Client(cluster, set_as_default=False)
-    try:
+    with _local_client(n_workers=1, threads_per_worker=2, processes=False) as client:
         yield client
-    finally:
-        client.close()
-        cluster.close()
-        _restore_environ(saved)
 
 
 # -- helpers that run on workers --------------------------------------------------------------
