@@ -48,17 +48,28 @@ def openmp_enabled():
     return _gap is not None and _gap.openmp_enabled()
 
 
-def _as_nchw(value, name):
+def _as_float(value, name):
+    """float32/float64 array (ints and bools become float64), like cyconv's layers."""
     value = np.asarray(value)
     if value.dtype.kind in "iub":
         value = value.astype(np.float64)
     if value.dtype not in (np.float32, np.float64):
         raise TypeError(f"{name} must have dtype float32 or float64, got {value.dtype}")
+    return value
+
+
+def _native_contiguous(value):
+    """C-contiguous, native byte order: what the compiled kernel reads."""
+    return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
+
+
+def _as_nchw(value, name):
+    value = _as_float(value, name)
     if value.ndim != 4:
         raise ValueError(f"{name} must be 4-D (N, C, H, W), got shape {value.shape}")
     if value.shape[2] == 0 or value.shape[3] == 0:
         raise ValueError(f"{name} must have H, W >= 1 to average over, got shape {value.shape}")
-    return np.ascontiguousarray(value, dtype=value.dtype.newbyteorder("="))
+    return _native_contiguous(value)
 
 
 def _cases():
@@ -101,16 +112,12 @@ class _GlobalAvgPool2DBase(cyconv.Layer):
         return self._forward(x)
 
     def backward(self, dout):
-        dout = np.asarray(dout)
-        if dout.dtype.kind in "iub":
-            dout = dout.astype(np.float64)
-        if dout.dtype not in (np.float32, np.float64):
-            raise TypeError(f"dout must have dtype float32 or float64, got {dout.dtype}")
+        dout = _as_float(dout, "dout")
         n, c = self._shape[:2]
         if dout.shape != (n, c):
             raise ValueError(f"dout must have shape {(n, c)} (the forward output), "
                              f"got {dout.shape}")
-        return self._backward(np.ascontiguousarray(dout, dtype=dout.dtype.newbyteorder("=")))
+        return self._backward(_native_contiguous(dout))
 
 
 class GlobalAvgPool2DNumpy(_GlobalAvgPool2DBase):
