@@ -22,7 +22,6 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-from cyconv_ext._cpu import build_record
 
 import cyconv
 from cyconv import optim
@@ -30,6 +29,7 @@ from cyconv._cpu import module_name, selected_variant
 from cyconv._shapes import resolve_geometry, winograd_serves
 from cyconv.backends import cython_backend as cb
 from cyconv.backends import numpy_backend as nb
+from cyconv_ext._cpu import build_record
 
 
 def assert_close(actual, expected, bound, reduction_len, dtype, what):

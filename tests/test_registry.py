@@ -46,17 +46,12 @@ def _no_backend_env(monkeypatch):
 def registry():
     """The global registry, restored to its current state after the test."""
     list_layers()  # load entry-point plugins before taking the snapshot
-    with REGISTRY._lock:
-        layers = {name: dict(slot) for name, slot in REGISTRY._layers.items()}
-        builtin = set(REGISTRY._builtin_entries)
-        unavailable = dict(REGISTRY.unavailable_backends)
-        warned = REGISTRY._fallback_warned
+    saved = REGISTRY.snapshot()
+    unavailable = dict(REGISTRY.unavailable_backends)
+    warned = REGISTRY._fallback_warned
     yield REGISTRY
+    REGISTRY.restore(saved)
     with REGISTRY._lock:
-        REGISTRY._layers.clear()
-        REGISTRY._layers.update(layers)
-        REGISTRY._builtin_entries.clear()
-        REGISTRY._builtin_entries.update(builtin)
         REGISTRY.unavailable_backends.clear()
         REGISTRY.unavailable_backends.update(unavailable)
         REGISTRY._fallback_warned = warned
