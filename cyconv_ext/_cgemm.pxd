@@ -22,6 +22,23 @@ cdef extern from "include/cyconv_gemm.h" nogil:
     size_t cyconv_sgemm_workspace_bytes(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
     size_t cyconv_dgemm_workspace_bytes(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k)
     const char* cyconv_gemm_variant()
+    # packed operands (the header's "Packed operands")
+    size_t cyconv_sgemm_packed_a_elems(Py_ssize_t m, Py_ssize_t k)
+    size_t cyconv_dgemm_packed_a_elems(Py_ssize_t m, Py_ssize_t k)
+    size_t cyconv_sgemm_packed_b_elems(Py_ssize_t k, Py_ssize_t n)
+    size_t cyconv_dgemm_packed_b_elems(Py_ssize_t k, Py_ssize_t n)
+    void cyconv_sgemm_pack_a(char transa, Py_ssize_t m, Py_ssize_t k, const float* a,
+                             Py_ssize_t lda, float* ap)
+    void cyconv_dgemm_pack_a(char transa, Py_ssize_t m, Py_ssize_t k, const double* a,
+                             Py_ssize_t lda, double* ap)
+    void cyconv_sgemm_pack_b(char transb, Py_ssize_t k, Py_ssize_t n, const float* b,
+                             Py_ssize_t ldb, float* bp)
+    void cyconv_dgemm_pack_b(char transb, Py_ssize_t k, Py_ssize_t n, const double* b,
+                             Py_ssize_t ldb, double* bp)
+    void cyconv_sgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* ap,
+                             const float* bp, float beta, float* c, Py_ssize_t ldc)
+    void cyconv_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* ap,
+                             const double* bp, double beta, double* c, Py_ssize_t ldc)
     enum:
         CYCONV_SGEMM_MR
         CYCONV_SGEMM_NR

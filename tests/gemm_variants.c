@@ -20,7 +20,9 @@
  *   determinism the first rows / columns of a product computed alone, or
  *               a block of rows starting in the middle, equal the same
  *               elements of the whole product bitwise; so does the product
- *               on the smallest workspace (cyconv_?gemm_ws).
+ *               on the smallest workspace (cyconv_?gemm_ws), and the product of
+ *               the packed operands (cyconv_?gemm_pack_a / _pack_b /
+ *               _packed).
  * Prints the variant and "ok" (exit 0), or each failure (exit 1).
  */
 #include "cyconv_gemm.h"
@@ -96,6 +98,18 @@ static void check_##SFX(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
     memcpy(part, c0, nc * sizeof(T));                                                       \
     if (CG_CHECK_CALL(SFX, part, ws) != 0 || memcmp(part, c, nc * sizeof(T)))               \
         fail("minimum workspace differs", dtype, ta, tb, m, n, k, beta);                    \
+    /* packed operands (pack_a, pack_b, gemm_packed): same bits, padding untouched */       \
+    {                                                                                       \
+        T *ap = malloc((cyconv_##SFX##gemm_packed_a_elems(m, k) + 1) * sizeof(T));          \
+        T *bp = malloc((cyconv_##SFX##gemm_packed_b_elems(k, n) + 1) * sizeof(T));          \
+        cyconv_##SFX##gemm_pack_a(ta, m, k, a, lda, ap);                                    \
+        cyconv_##SFX##gemm_pack_b(tb, k, n, b, ldb, bp);                                    \
+        memcpy(part, c0, nc * sizeof(T));                                                   \
+        cyconv_##SFX##gemm_packed(m, n, k, ap, bp, beta, part, ldc);                        \
+        if (memcmp(part, c, nc * sizeof(T)))                                                \
+            fail("packed operands differ", dtype, ta, tb, m, n, k, beta);                   \
+        free(ap); free(bp);                                                                 \
+    }                                                                                       \
     /* rows [s, s + r) alone, and columns [0, r) alone: same bits */                        \
     for (s = 0; s < m; s += (m + 2) / 3) {                                                  \
         for (r = 1; s + r <= m; r = r * 2 + 1) {                                            \

@@ -100,6 +100,19 @@
  * more, and by the rules above the bits are the same.  So the call never
  * fails for lack of memory; the return value 1 says that it happened.
  *
+ * Packed operands.  A caller that reuses an operand over many products
+ * (the conv kernels: a layer's weights, once per call) or can write it in
+ * the packed layout directly (im2col into panels, Winograd's V) skips the
+ * driver's packing: cyconv_?gemm_pack_a / _pack_b pack a whole op(A) / op(B)
+ * (all of k), and cyconv_?gemm_packed multiplies two packed operands into C
+ * with gemm's k blocks and kernel, so its result is bitwise gemm's.  A
+ * packed op(A) (m x k) is ceil(m / MR) panels, panel r at ap + r * MR * k,
+ * element (r * MR + i, p) at [p * MR + i]; a packed op(B) (k x n) is
+ * ceil(n / NR) panels, element (p, r * NR + j) at bp + r * NR * k + p * NR + j.
+ * Rows (columns) past m (n) only meet discarded results: pack_a / pack_b
+ * write zeros there, a caller's own packing must write finite values (an
+ * uninitialised subnormal would only cost time, never a wrong bit).
+ *
  * Arguments are validated like BLAS (transposes, m, n, k >= 0, leading
  * dimensions >= max(1, rows)); dimensions are ptrdiff_t, so the caller's
  * index type passes through without truncation.  m or n = 0: nothing to

@@ -292,6 +292,75 @@ static void CG_LOCAL(_blocked)(int trans_a, int trans_b, ptrdiff_t m, ptrdiff_t 
     }
 }
 
+/* ---- packed operands (see "Packed operands" in cyconv_gemm.h) ---------- */
+
+/* Elements of a packed op(A) (m x k) and a packed op(B) (k x n). */
+static inline size_t CG_PUBLIC(gemm_packed_a_elems)(ptrdiff_t m, ptrdiff_t k)
+{
+    return (size_t)CG_ROUND_UP(m > 0 ? m : 0, CG_MR) * (size_t)(k > 0 ? k : 0);
+}
+
+static inline size_t CG_PUBLIC(gemm_packed_b_elems)(ptrdiff_t k, ptrdiff_t n)
+{
+    return (size_t)CG_ROUND_UP(n > 0 ? n : 0, CG_NR) * (size_t)(k > 0 ? k : 0);
+}
+
+/* op(A) (m x k, 'N': a[i + p * lda], 'T': a[p + i * lda]) into ap, whole k:
+ * panel r at ap + r * MR * k; rows past m are zero.  m, k >= 0. */
+static inline void CG_PUBLIC(gemm_pack_a)(char transa, ptrdiff_t m, ptrdiff_t k, const CG_T *a,
+                                          ptrdiff_t lda, CG_T *CYCONV_GEMM_RESTRICT ap)
+{
+    if (m > 0 && k > 0)
+        CG_LOCAL(_pack_a)(transa == 'T' || transa == 't', m, k, a, lda, ap);
+}
+
+/* op(B) (k x n, 'N': b[p + j * ldb], 'T': b[j + p * ldb]) into bp, whole k:
+ * panel r at bp + r * NR * k; columns past n are zero.  k, n >= 0. */
+static inline void CG_PUBLIC(gemm_pack_b)(char transb, ptrdiff_t k, ptrdiff_t n, const CG_T *b,
+                                          ptrdiff_t ldb, CG_T *CYCONV_GEMM_RESTRICT bp)
+{
+    if (n > 0 && k > 0)
+        CG_LOCAL(_pack_b)(transb == 'T' || transb == 't', k, n, b, ldb, bp);
+}
+
+/* C (m x n, column-major, ldc >= m) = A @ B (beta == 0: C is never read) or
+ * C + A @ B (beta != 0, meaning 1) from a packed A and a packed B: gemm's
+ * k blocks and kernel, so bitwise gemm's result.  Needs no workspace. */
+static inline void CG_PUBLIC(gemm_packed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                   const CG_T *CYCONV_GEMM_RESTRICT ap,
+                                   const CG_T *CYCONV_GEMM_RESTRICT bp, CG_T beta, CG_T *c,
+                                   ptrdiff_t ldc)
+{
+    ptrdiff_t k_block, pc, ic, jr, ir, i, j;
+    int accumulate = beta != 0;
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        if (!accumulate)
+            for (j = 0; j < n; j++)
+                for (i = 0; i < m; i++)
+                    c[i + j * ldc] = 0;
+        return;
+    }
+    k_block = CG_LOCAL(_k_block)(k);
+    for (pc = 0; pc < k; pc += k_block) {
+        ptrdiff_t kc = CG_MIN(k_block, k - pc);
+        int add = accumulate || pc > 0;
+        /* MC rows of A's panels stay in L2 while each B micro-panel (in L1)
+           meets all of them. */
+        for (ic = 0; ic < m; ic += CG_MC) {
+            ptrdiff_t mend = CG_MIN(m, ic + CG_MC);
+            for (jr = 0; jr < n; jr += CG_NR) {
+                ptrdiff_t nr = CG_MIN(CG_NR, n - jr);
+                const CG_T *bj = bp + jr * k + pc * CG_NR;
+                for (ir = ic; ir < mend; ir += CG_MR)
+                    CG_LOCAL(_tile)(kc, ap + ir * k + pc * CG_MR, bj, c + ir + jr * ldc, ldc,
+                                    add, CG_MIN(CG_MR, m - ir), nr);
+            }
+        }
+    }
+}
+
 /* Bytes of the workspace that needs no repacking beyond the blocking. */
 static inline size_t CG_PUBLIC(gemm_workspace_bytes)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k)
 {
