@@ -1,18 +1,22 @@
 # Design: convolution as per-thread im2col + cyconv's own single-threaded GEMM.
 # - Forward: items (sample, group, block of output rows) each own their slice of
-#   y; prange "static" over items.  A thread unfolds its item into a private
-#   column buffer and calls the GEMM (include/cyconv_gemm.h, rounding independent
+#   y; prange "static" over items.  W_g^T is packed once per call into the GEMM's
+#   B panels (include/cyconv_gemm.h, "Packed operands"); a thread unfolds its item
+#   into a private column buffer, packs it into A panels and multiplies the two
+#   packed operands (gemm_packed: bitwise the GEMM's result, rounding independent
 #   of blocking) without the GIL; row-major y = W @ col is passed as column-major
 #   col^T @ W^T, so no transpose is materialised.  1x1/stride-1/unpadded kernels
-#   skip im2col: the input plane already is the column matrix.
+#   skip im2col: the input plane already is the column matrix (plain gemm).
 # - Backward: two loops whose partitions depend on the shape only, so results are
 #   bitwise identical for any n_threads.  (1) dW: units (sample, row block) in
 #   order; S slots each own a dW copy (slot s takes units s, s+S, ...), summed
 #   in slot order.  (2) dx: items (sample, group, channel block) own dx[n, those
-#   channels]: GEMM, then col2im.  Small batches are cut finer (MIN_WORK_ITEMS)
-#   so that one image uses every core.  need_dx / need_dw = False skip (2) / (1).
+#   channels]: GEMM (W's columns of each block packed once per call), then
+#   col2im.  Small batches are cut finer (MIN_WORK_ITEMS) so that one image uses
+#   every core.  need_dx / need_dw = False skip (2) / (1).
 # - im2col/col2im: a tap whose row lies inside is one strided block copy through
-#   restrict helpers GCC vectorises; padded edges loop per row.
+#   the helpers of include/cyconv_im2col.h (a short row's tail is one masked
+#   copy); padded edges loop per row.
 # - Workspace: a thread's column buffer holds at most WORKSPACE_CAP/4 elements
 #   (at least one output row), the dW copies at most DW_SLOT_CAP bytes; never a
 #   batch- or image-wide im2col.  The measurements behind these choices are in
@@ -22,9 +26,10 @@ import numpy as np
 
 cimport cython
 from cython.parallel cimport prange
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport free, malloc
 from libc.string cimport memset
-from ._matmul cimport gemm
+from ._matmul cimport (gemm, gemm_mc, gemm_packed, pack_a, pack_b, packed_a_elems,
+                       packed_b_elems)
 
 from ._fused cimport floating_t, index_t
 from ._geometry cimport make_window_geom, window_geom
@@ -50,46 +55,16 @@ cdef inline void _check_tap_ranges(const index_t[::1] xlo, const index_t[::1] xh
                          f"{xlo.shape[0]} and {xhi.shape[0]}")
 
 
-cdef extern from *:
-    """
-    /* rows x n block copy between distinct buffers (restrict: no alias test,
-       so GCC vectorises even the short rows of small images) */
-    #define CYCONV_COPY_ROWS(T, NAME)                                             \
-    static inline void NAME(const T *CYTHON_RESTRICT src, Py_ssize_t src_rs,      \
-                            Py_ssize_t sw, T *CYTHON_RESTRICT dst, Py_ssize_t rows, \
-                            Py_ssize_t n) {                                       \
-        for (Py_ssize_t r = 0; r < rows; r++) {                                   \
-            const T *CYTHON_RESTRICT s = src + r * src_rs;                        \
-            T *CYTHON_RESTRICT d = dst + r * n;                                   \
-            for (Py_ssize_t i = 0; i < n; i++)                                    \
-                d[i] = s[i * sw];                                                 \
-        }                                                                         \
-    }
-    CYCONV_COPY_ROWS(float, cyconv_copy_rows_f)
-    CYCONV_COPY_ROWS(double, cyconv_copy_rows_d)
-    /* the reverse for col2im: dst rows (stride dst_rs, step sw) += src rows */
-    #define CYCONV_ADD_ROWS(T, NAME)                                              \
-    static inline void NAME(const T *CYTHON_RESTRICT src, T *CYTHON_RESTRICT dst, \
-                            Py_ssize_t dst_rs, Py_ssize_t sw, Py_ssize_t rows,    \
-                            Py_ssize_t n) {                                       \
-        for (Py_ssize_t r = 0; r < rows; r++) {                                   \
-            const T *CYTHON_RESTRICT s = src + r * n;                             \
-            T *CYTHON_RESTRICT d = dst + r * dst_rs;                              \
-            for (Py_ssize_t i = 0; i < n; i++)                                    \
-                d[i * sw] += s[i];                                                \
-        }                                                                         \
-    }
-    CYCONV_ADD_ROWS(float, cyconv_add_rows_f)
-    CYCONV_ADD_ROWS(double, cyconv_add_rows_d)
-    """
+cdef extern from "include/cyconv_im2col.h" nogil:
+    # include/cyconv_im2col.h (its Design comment): short runs masked, rows restrict
     void cyconv_copy_rows_f(const float* src, Py_ssize_t src_rs, Py_ssize_t sw, float* dst,
-                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+                            Py_ssize_t rows, Py_ssize_t n)
     void cyconv_copy_rows_d(const double* src, Py_ssize_t src_rs, Py_ssize_t sw, double* dst,
-                            Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+                            Py_ssize_t rows, Py_ssize_t n)
     void cyconv_add_rows_f(const float* src, float* dst, Py_ssize_t dst_rs, Py_ssize_t sw,
-                           Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+                           Py_ssize_t rows, Py_ssize_t n)
     void cyconv_add_rows_d(const double* src, double* dst, Py_ssize_t dst_rs, Py_ssize_t sw,
-                           Py_ssize_t rows, Py_ssize_t n) noexcept nogil
+                           Py_ssize_t rows, Py_ssize_t n)
 
 
 cdef inline void _copy_rows(const floating_t* src, index_t src_rs, index_t sw, floating_t* dst,
@@ -256,24 +231,43 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef index_t K = Cg * g.KH * g.KW, P = g.OH * g.OW, HW = g.H * g.W
     cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
                         and g.PL == 0 and g.OH == g.H and g.OW == g.W)
+    # row blocks within the workspace cap, of near-equal size (32 rows: 16 + 16,
+    # not 28 + 4, so that one image keeps two cores equally busy; the GEMM's
+    # rounding does not depend on the row blocks)
     cdef index_t rb = g.OH if direct else _rows_per_block(K, g.OH, g.OW)
     cdef index_t nblk = (g.OH + rb - 1) // rb
-    cdef index_t items = N * groups * nblk
-    cdef index_t it, n, gi, blk, oy0, oy1, Pb, o, p, tid
-    cdef int nt = <int>max(1, min(<index_t>n_threads, items))
-    cdef floating_t* ws = NULL
+    cdef index_t items, it, n, gi, blk, oy0, oy1, Pb, o, p, tid, r0
+    cdef floating_t* tp = NULL     # selects the dtype of the size helpers
+    cdef index_t mc = gemm_mc(tp), colsz, apsz, bsz = 0 if direct else packed_b_elems(tp, K, OCg)
     cdef floating_t* col
+    cdef int nt
+    cdef floating_t* ws = NULL
+    cdef floating_t* wp = NULL
+    cdef floating_t* ap
     cdef floating_t* yo
     cdef floating_t bo
+    rb = (g.OH + nblk - 1) // nblk
+    nblk = (g.OH + rb - 1) // rb
+    items = N * groups * nblk
+    nt = <int>max(1, min(<index_t>n_threads, items))
+    colsz = 0 if direct else K * rb * g.OW
+    apsz = 0 if direct else packed_a_elems(tp, mc, K)
     if items == 0 or P == 0 or OC == 0:
         return
     _check_tap_ranges(xlo, xhi, &g)
-    if not direct:
-        ws = <floating_t*>malloc(nt * K * rb * g.OW * sizeof(floating_t))
-        if ws == NULL:
-            raise MemoryError("conv2d_forward: cannot allocate im2col workspace")
+    # per thread: the column matrix and the packed A panels of MC of its rows
+    # (pack_a zero-fills the rows past a block's end)
+    ws = <floating_t*>malloc(max(1, nt * (colsz + apsz)) * sizeof(floating_t))
+    wp = <floating_t*>malloc(max(1, groups * bsz) * sizeof(floating_t))
+    if ws == NULL or wp == NULL:
+        free(ws)
+        free(wp)
+        raise MemoryError("conv2d_forward: cannot allocate the im2col workspace")
     try:
         with nogil:
+            # B = W_g^T (K x OCg, column-major with ld K), packed once per call
+            for gi in prange(groups if not direct else 0, schedule="static", num_threads=nt):
+                pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
             for it in prange(items, schedule="static", num_threads=nt):
                 n = it // (groups * nblk)
                 gi = (it // nblk) % groups
@@ -282,16 +276,25 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 oy1 = min(oy0 + rb, g.OH)
                 Pb = (oy1 - oy0) * g.OW
                 yo = &y[n, gi * OCg, 0, 0] + oy0 * g.OW
+                col = ws + omp_get_thread_num() * (colsz + apsz)
+                ap = col + colsz
                 if direct:
+                    # the input plane already is the column matrix; the GEMM packs it
+                    # in L2-sized blocks as it goes (measured faster than packing the
+                    # whole block first, docs/performance.md)
                     gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K,
-                          &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
-                          &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
+                         &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
+                         &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
                 else:
-                    tid = omp_get_thread_num()
-                    col = ws + tid * K * rb * g.OW
-                    _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1, &xlo[0], &xhi[0])
-                    gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K, col, <int>Pb,
-                          &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
+                    _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
+                                 &xlo[0], &xhi[0])
+                    # column-major y_block^T (Pb x OCg, ld P) = col^T @ W_g^T, MC rows
+                    # at a time: packed right before use, they are still in L2
+                    r0 = 0
+                    while r0 < Pb:
+                        pack_a(c'N', min(mc, Pb - r0), K, col + r0, Pb, ap)
+                        gemm_packed(min(mc, Pb - r0), OCg, K, ap, wp + gi * bsz, 0, yo + r0, P)
+                        r0 = r0 + mc
                 if has_bias:
                     for o in range(OCg):
                         bo = bias[gi * OCg + o]
@@ -299,6 +302,7 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                             yo[o * P + p] = yo[o * P + p] + bo
     finally:
         free(ws)
+        free(wp)
 
 
 cdef index_t _blocks_for(index_t units, index_t per_unit, index_t min_units):
@@ -365,16 +369,25 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     nt = <int>max(1, min(<index_t>n_threads, max(S, items if need_dx else 0)))
     _check_tap_ranges(xlo, xhi, &g)
     cdef index_t bufsz = 0 if direct else max(K * rbw * g.OW, cb * KK * rbx * g.OW)
+    # dx's operands: dy's row block packed per item (apsz), the kernel's
+    # columns of each (group, channel block) packed once per call (bszx)
+    cdef floating_t* tp = NULL     # selects the dtype of the size helpers
+    cdef index_t apsz = packed_a_elems(tp, rbx * g.OW, OCg) if need_dx else 0
+    cdef index_t bszx = packed_b_elems(tp, OCg, cb * KK) if need_dx else 0
+    cdef index_t per_thread = bufsz + apsz
+    cdef floating_t* wpx = NULL
+    cdef floating_t* ap
     try:
         slots = <floating_t*>malloc(max(1, S * WSZ) * sizeof(floating_t))
-        ws = <floating_t*>malloc(max(1, nt * bufsz) * sizeof(floating_t))
-        if slots == NULL or ws == NULL:
+        ws = <floating_t*>malloc(max(1, nt * per_thread) * sizeof(floating_t))
+        wpx = <floating_t*>malloc(max(1, groups * ncb * bszx) * sizeof(floating_t))
+        if slots == NULL or ws == NULL or wpx == NULL:
             raise MemoryError("conv2d_backward: cannot allocate workspace")
         with nogil:
             # (1) dW: slot s owns dW_slot[s] and takes units s, s+S, ... in order.
             for s in prange(S, schedule="dynamic", chunksize=1,
                             num_threads=<int>max(1, min(<index_t>nt, S))):
-                col = ws + omp_get_thread_num() * bufsz
+                col = ws + omp_get_thread_num() * per_thread
                 memset(slots + s * WSZ, 0, WSZ * sizeof(floating_t))
                 u = s
                 while u < units:
@@ -405,8 +418,15 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
             # dcol^T (Pb x nc*KK) = dy_block^T (Pb x OCg) @ W_g[:, its columns],
             # folded back by col2im, row blocks in order.
             if need_dx:
+                # B = W_g[:, the block's columns] (OCg x nc*KK), packed once
+                for it in prange(groups * ncb, schedule="static", num_threads=nt):
+                    gi = it // ncb
+                    c0 = (it % ncb) * cb
+                    pack_b(c'T', OCg, min(cb, Cg - c0) * KK, &w[gi * OCg, c0, 0, 0], K,
+                           wpx + it * bszx)
                 for it in prange(items, schedule="static", num_threads=nt):
-                    col = ws + omp_get_thread_num() * bufsz
+                    col = ws + omp_get_thread_num() * per_thread
+                    ap = col + bufsz
                     n = it // (groups * ncb)
                     gi = (it // ncb) % groups
                     c0 = (it % ncb) * cb
@@ -417,19 +437,20 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                         oy0 = blk * rbx
                         oy1 = min(oy0 + rbx, g.OH)
                         Pb = (oy1 - oy0) * g.OW
-                        dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
+                        # A = dy_block^T (Pb x OCg, column-major with ld P)
+                        pack_a(c'N', Pb, OCg, &dy[n, gi * OCg, 0, 0] + oy0 * g.OW, P, ap)
                         if direct:
-                            gemm(c'N', c'T', <int>Pb, <int>nc, <int>OCg, dyo, <int>P,
-                                  &w[gi * OCg, c0, 0, 0], <int>K, 0,
-                                  &dx[n, gi * Cg + c0, 0, 0] + oy0 * g.OW, <int>HW)
+                            gemm_packed(Pb, nc, OCg, ap, wpx + (it % (groups * ncb)) * bszx,
+                                        0, &dx[n, gi * Cg + c0, 0, 0] + oy0 * g.OW, HW)
                         else:
-                            gemm(c'N', c'T', <int>Pb, <int>(nc * KK), <int>OCg, dyo, <int>P,
-                                  &w[gi * OCg, c0, 0, 0], <int>K, 0, col, <int>Pb)
+                            gemm_packed(Pb, nc * KK, OCg, ap, wpx + (it % (groups * ncb)) * bszx,
+                                        0, col, Pb)
                             _col2im_rows(col, &dx[n, gi * Cg + c0, 0, 0], &g, nc, oy0, oy1,
                                          &xlo[0], &xhi[0])
     finally:
         free(slots)
         free(ws)
+        free(wpx)
 
 
 cdef inline double _channel_sum(const floating_t* dy_o, index_t N, index_t sample_stride,

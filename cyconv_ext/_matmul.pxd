@@ -3,9 +3,9 @@
 # cyconv's own GEMM, include/cyconv_gemm.h, whose rounding does not depend on
 # how the caller blocks the rows or columns.
 
-from ._cgemm cimport cyconv_dgemm, cyconv_sgemm
+from ._cgemm cimport *
 
-from ._fused cimport floating_t
+from ._fused cimport floating_t, index_t
 
 
 cdef inline void gemm(char ta, char tb, int m, int n, int k,
@@ -20,3 +20,72 @@ cdef inline void gemm(char ta, char tb, int m, int n, int k,
         cyconv_sgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
     else:
         cyconv_dgemm(ta, tb, m, n, k, a, lda, b, ldb, beta, c, ldc)
+
+
+# Packed operands (include/cyconv_gemm.h, "Packed operands"): a conv kernel packs
+# a layer's weights once per call, or writes im2col / Winograd's V straight into
+# A's panel layout, then multiplies with gemm_packed, bitwise gemm's result.
+# The floating_t* argument of the size helpers only selects the dtype.
+
+cdef inline index_t gemm_mr(const floating_t* dtype) noexcept nogil:
+    """Rows of one packed A panel (the micro-kernel's MR)."""
+    if floating_t is float:
+        return CYCONV_SGEMM_MR
+    else:
+        return CYCONV_DGEMM_MR
+
+
+cdef inline index_t gemm_mc(const floating_t* dtype) noexcept nogil:
+    """Rows of A the GEMM packs at a time (its MC: they stay in L2)."""
+    if floating_t is float:
+        return CYCONV_SGEMM_MC
+    else:
+        return CYCONV_DGEMM_MC
+
+
+cdef inline index_t gemm_nr(const floating_t* dtype) noexcept nogil:
+    """Columns of one packed B panel (the micro-kernel's NR)."""
+    if floating_t is float:
+        return CYCONV_SGEMM_NR
+    else:
+        return CYCONV_DGEMM_NR
+
+
+cdef inline index_t packed_a_elems(const floating_t* dtype, index_t m, index_t k) noexcept nogil:
+    if floating_t is float:
+        return <index_t>cyconv_sgemm_packed_a_elems(m, k)
+    else:
+        return <index_t>cyconv_dgemm_packed_a_elems(m, k)
+
+
+cdef inline index_t packed_b_elems(const floating_t* dtype, index_t k, index_t n) noexcept nogil:
+    if floating_t is float:
+        return <index_t>cyconv_sgemm_packed_b_elems(k, n)
+    else:
+        return <index_t>cyconv_dgemm_packed_b_elems(k, n)
+
+
+cdef inline void pack_a(char ta, index_t m, index_t k, const floating_t* a, index_t lda,
+                        floating_t* ap) noexcept nogil:
+    if floating_t is float:
+        cyconv_sgemm_pack_a(ta, m, k, a, lda, ap)
+    else:
+        cyconv_dgemm_pack_a(ta, m, k, a, lda, ap)
+
+
+cdef inline void pack_b(char tb, index_t k, index_t n, const floating_t* b, index_t ldb,
+                        floating_t* bp) noexcept nogil:
+    if floating_t is float:
+        cyconv_sgemm_pack_b(tb, k, n, b, ldb, bp)
+    else:
+        cyconv_dgemm_pack_b(tb, k, n, b, ldb, bp)
+
+
+cdef inline void gemm_packed(index_t m, index_t n, index_t k, const floating_t* ap,
+                             const floating_t* bp, floating_t beta, floating_t* c,
+                             index_t ldc) noexcept nogil:
+    """C = A @ B (beta 0) or C + A @ B (beta 1) from packed A and B."""
+    if floating_t is float:
+        cyconv_sgemm_packed(m, n, k, ap, bp, beta, c, ldc)
+    else:
+        cyconv_dgemm_packed(m, n, k, ap, bp, beta, c, ldc)

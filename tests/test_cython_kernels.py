@@ -169,6 +169,48 @@ def test_conv_row_blocking_and_single_slot(monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs, ws, stride, padding, dilation, groups", [
+    ((3, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),     # LeNet conv2: 10-pixel rows cross panels
+    ((2, 4, 9, 13), (6, 2, 3, 3), 1, 1, 1, 2),       # padding, groups
+    ((2, 3, 11, 10), (5, 3, 3, 2), 2, (2, 1), (1, 2), 1),  # stride, dilation
+    ((2, 16, 7, 9), (5, 16, 1, 1), 1, 0, 1, 1),      # 1x1: the input plane is packed
+    ((1, 2, 40, 37), (3, 2, 3, 3), 1, 1, 1, 1),      # one image, rows cut for the cores
+])
+@pytest.mark.parametrize("cap", [None, 1])
+def test_gemm_convolution_is_bitwise_the_gemm_of_its_im2col(monkeypatch, dtype, xs, ws, stride,
+                                                           padding, dilation, groups, cap):
+    """The GEMM forward writes im2col straight into the GEMM's packed A panels and
+    packs the weights once per call (include/cyconv_gemm.h, "Packed operands"):
+    each output is bitwise cyconv's GEMM of the explicit im2col matrix, whatever
+    the row blocks (cap=1: one row each, so panels start mid-row) and threads."""
+    from cyconv._cpu import import_kernels
+    (gemm_module,) = import_kernels("_gemm")
+    lift_thread_cap(monkeypatch)
+    if cap is not None:
+        monkeypatch.setattr(_conv, "WORKSPACE_CAP", cap)
+    rng = np.random.default_rng(11)
+    geom = resolve_geometry(xs[2:], ws[2:], stride=stride, padding=padding, dilation=dilation,
+                            rounding="floor")
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    cols = nb.im2col(x, geom)          # (N, C, KH, KW, OH, OW)
+    n, c = xs[:2]
+    ocg, cg, p = ws[0] // groups, c // groups, geom.out_h * geom.out_w
+    want = np.empty((n, ws[0], p), dtype=dtype)
+    for i in range(n):
+        for g in range(groups):
+            col_t = np.asfortranarray(cols[i, g * cg:(g + 1) * cg].reshape(-1, p).T)  # P x K
+            w_t = np.asfortranarray(w[g * ocg:(g + 1) * ocg].reshape(ocg, -1).T)      # K x OCg
+            out = np.empty((p, ocg), dtype=dtype, order="F")
+            gemm_module.gemm(col_t, w_t, out)
+            want[i, g * ocg:(g + 1) * ocg] = out.T
+    for threads in (1, 2):
+        got = cb.conv2d_forward(x, w, None, geom, groups, threads, algorithm="gemm")
+        np.testing.assert_array_equal(got.reshape(n, ws[0], p).view(np.uint8),
+                                      want.view(np.uint8), err_msg=f"{threads} threads")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_conv_thread_invariance(monkeypatch, dtype):
     """Bitwise identical results for 1, 2 and 4 threads (fixed sample->slot partition)."""
     lift_thread_cap(monkeypatch)

@@ -1,0 +1,130 @@
+/* cyconv_im2col.h -- the copies of im2col and col2im (float and double).
+ *
+ * Design:
+ * - im2col of a small image copies many short runs: a LeNet conv2 output row
+ *   is 10 pixels.  GCC's vector loop needs a whole vector and leaves such runs
+ *   to a scalar epilogue, one element at a time.  cyconv_copy_run does a run's
+ *   tail as one masked load and one masked store where the ISA has them:
+ *   AVX-512 mask registers,
+ *   or AVX2 vmaskmov with a mask read from a sliding table.  Masked-out lanes
+ *   are neither read nor written, so a run ending at an array's last element
+ *   reads nothing past it.  Exact copies, no arithmetic: every variant gives
+ *   the same bits.
+ * - Strided runs (a stride-2 convolution) and col2im's additions stay plain C
+ *   loops over restrict pointers (no alias test, so GCC vectorises what it can).
+ * - im2col writes a plain K x pixels matrix that the GEMM's pack_a then copies
+ *   into panels: writing the panels directly (runs cut at every MR pixels)
+ *   measured slower on LeNet's conv2 (docs/performance.md).
+ * Included by cyconv_ext/_conv.pyx, once per ISA variant of the build.
+ */
+#ifndef CYCONV_IM2COL_H
+#define CYCONV_IM2COL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
+#if defined(__GNUC__)
+#define CYCONV_IM2COL_RESTRICT __restrict__
+#else
+#define CYCONV_IM2COL_RESTRICT
+#endif
+
+#if defined(__AVX2__) && !defined(__AVX512F__)
+/* n leading all-ones lanes: load 8 (or 4) lanes starting at [8 - n] ([4 - n]) */
+static const int32_t cyconv_run_mask32[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                              0, 0, 0, 0, 0, 0, 0, 0};
+static const int64_t cyconv_run_mask64[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+#endif
+
+/* d[0:n] = s[0:n] (distinct buffers) */
+static inline void cyconv_copy_run_f(const float *CYCONV_IM2COL_RESTRICT s,
+                                     float *CYCONV_IM2COL_RESTRICT d, ptrdiff_t n)
+{
+#if defined(__AVX512F__)
+    for (; n >= 16; n -= 16, s += 16, d += 16)
+        _mm512_storeu_ps(d, _mm512_loadu_ps(s));
+    if (n > 0) {
+        __mmask16 m = (__mmask16)((1u << n) - 1);
+        _mm512_mask_storeu_ps(d, m, _mm512_maskz_loadu_ps(m, s));
+    }
+#elif defined(__AVX2__)
+    for (; n >= 8; n -= 8, s += 8, d += 8)
+        _mm256_storeu_ps(d, _mm256_loadu_ps(s));
+    if (n > 0) {
+        __m256i m = _mm256_loadu_si256((const __m256i *)(cyconv_run_mask32 + 8 - n));
+        _mm256_maskstore_ps(d, m, _mm256_maskload_ps(s, m));
+    }
+#else
+    for (ptrdiff_t i = 0; i < n; i++)
+        d[i] = s[i];
+#endif
+}
+
+static inline void cyconv_copy_run_d(const double *CYCONV_IM2COL_RESTRICT s,
+                                     double *CYCONV_IM2COL_RESTRICT d, ptrdiff_t n)
+{
+#if defined(__AVX512F__)
+    for (; n >= 8; n -= 8, s += 8, d += 8)
+        _mm512_storeu_pd(d, _mm512_loadu_pd(s));
+    if (n > 0) {
+        __mmask8 m = (__mmask8)((1u << n) - 1);
+        _mm512_mask_storeu_pd(d, m, _mm512_maskz_loadu_pd(m, s));
+    }
+#elif defined(__AVX2__)
+    for (; n >= 4; n -= 4, s += 4, d += 4)
+        _mm256_storeu_pd(d, _mm256_loadu_pd(s));
+    if (n > 0) {
+        __m256i m = _mm256_loadu_si256((const __m256i *)(cyconv_run_mask64 + 4 - n));
+        _mm256_maskstore_pd(d, m, _mm256_maskload_pd(s, m));
+    }
+#else
+    for (ptrdiff_t i = 0; i < n; i++)
+        d[i] = s[i];
+#endif
+}
+
+/* rows x n block copy: row r of dst (stride n) = src[r * src_rs + i * sw] */
+#define CYCONV_COPY_ROWS(T, SFX)                                                      \
+static inline void cyconv_copy_rows_##SFX(const T *CYCONV_IM2COL_RESTRICT src,        \
+                                          ptrdiff_t src_rs, ptrdiff_t sw,             \
+                                          T *CYCONV_IM2COL_RESTRICT dst,              \
+                                          ptrdiff_t rows, ptrdiff_t n)                \
+{                                                                                     \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                            \
+        const T *CYCONV_IM2COL_RESTRICT s = src + r * src_rs;                         \
+        T *CYCONV_IM2COL_RESTRICT d = dst + r * n;                                    \
+        if (sw == 1) {                                                                \
+            cyconv_copy_run_##SFX(s, d, n);                                           \
+            continue;                                                                 \
+        }                                                                             \
+        for (ptrdiff_t i = 0; i < n; i++)                                             \
+            d[i] = s[i * sw];                                                         \
+    }                                                                                 \
+}
+CYCONV_COPY_ROWS(float, f)
+CYCONV_COPY_ROWS(double, d)
+#undef CYCONV_COPY_ROWS
+
+/* the reverse for col2im: dst rows (stride dst_rs, step sw) += src rows */
+#define CYCONV_ADD_ROWS(T, SFX)                                                       \
+static inline void cyconv_add_rows_##SFX(const T *CYCONV_IM2COL_RESTRICT src,         \
+                                         T *CYCONV_IM2COL_RESTRICT dst,               \
+                                         ptrdiff_t dst_rs, ptrdiff_t sw,              \
+                                         ptrdiff_t rows, ptrdiff_t n)                 \
+{                                                                                     \
+    for (ptrdiff_t r = 0; r < rows; r++) {                                            \
+        const T *CYCONV_IM2COL_RESTRICT s = src + r * n;                              \
+        T *CYCONV_IM2COL_RESTRICT d = dst + r * dst_rs;                               \
+        for (ptrdiff_t i = 0; i < n; i++)                                             \
+            d[i * sw] += s[i];                                                        \
+    }                                                                                 \
+}
+CYCONV_ADD_ROWS(float, f)
+CYCONV_ADD_ROWS(double, d)
+#undef CYCONV_ADD_ROWS
+
+#endif /* CYCONV_IM2COL_H */
