@@ -27,28 +27,12 @@ cdef inline void gemm(char ta, char tb, int m, int n, int k,
 # A's panel layout, then multiplies with gemm_packed, bitwise gemm's result.
 # The floating_t* argument of the size helpers only selects the dtype.
 
-cdef inline index_t gemm_mr(const floating_t* dtype) noexcept nogil:
-    """Rows of one packed A panel (the micro-kernel's MR)."""
-    if floating_t is float:
-        return CYCONV_SGEMM_MR
-    else:
-        return CYCONV_DGEMM_MR
-
-
 cdef inline index_t gemm_mc(const floating_t* dtype) noexcept nogil:
     """Rows of A the GEMM packs at a time (its MC: they stay in L2)."""
     if floating_t is float:
         return CYCONV_SGEMM_MC
     else:
         return CYCONV_DGEMM_MC
-
-
-cdef inline index_t gemm_nr(const floating_t* dtype) noexcept nogil:
-    """Columns of one packed B panel (the micro-kernel's NR)."""
-    if floating_t is float:
-        return CYCONV_SGEMM_NR
-    else:
-        return CYCONV_DGEMM_NR
 
 
 cdef inline index_t packed_a_elems(const floating_t* dtype, index_t m, index_t k) noexcept nogil:
