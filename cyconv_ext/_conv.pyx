@@ -216,6 +216,19 @@ cdef index_t _rows_per_block(index_t K, index_t OH, index_t OW):
     return max(1, min(OH, rb))
 
 
+cdef inline void _packed_product(index_t m, index_t n, index_t k, const floating_t* a,
+                                 index_t lda, const floating_t* bp, floating_t* c, index_t ldc,
+                                 floating_t* ap, index_t mc) noexcept nogil:
+    """C (m x n, ld ldc) = A @ B for column-major A (m x k, ld lda) and a packed B, with
+    A packed MC rows at a time into ap (packed right before use, they are still in L2;
+    bitwise the GEMM's result, which does not depend on the row blocks)."""
+    cdef index_t r0 = 0
+    while r0 < m:
+        pack_a(c'N', min(mc, m - r0), k, a + r0, lda, ap)
+        gemm_packed(min(mc, m - r0), n, k, ap, bp, 0, c + r0, ldc)
+        r0 = r0 + mc
+
+
 def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                    const floating_t[:, :, :, ::1] w,     # IN  (OC, C/groups, KH, KW)
                    const floating_t[::1] bias,           # IN  (OC,) (ignored unless has_bias)
@@ -236,7 +249,7 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     # rounding does not depend on the row blocks)
     cdef index_t rb = g.OH if direct else _rows_per_block(K, g.OH, g.OW)
     cdef index_t nblk = (g.OH + rb - 1) // rb
-    cdef index_t items, it, n, gi, blk, oy0, oy1, Pb, o, p, tid, r0
+    cdef index_t items, it, n, gi, blk, oy0, oy1, Pb, o, p, tid
     cdef floating_t* tp = NULL     # selects the dtype of the size helpers
     cdef index_t mc = gemm_mc(tp), colsz, apsz, bsz = 0 if direct else packed_b_elems(tp, K, OCg)
     cdef floating_t* col
@@ -288,13 +301,8 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 else:
                     _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
                                  &xlo[0], &xhi[0])
-                    # column-major y_block^T (Pb x OCg, ld P) = col^T @ W_g^T, MC rows
-                    # at a time: packed right before use, they are still in L2
-                    r0 = 0
-                    while r0 < Pb:
-                        pack_a(c'N', min(mc, Pb - r0), K, col + r0, Pb, ap)
-                        gemm_packed(min(mc, Pb - r0), OCg, K, ap, wp + gi * bsz, 0, yo + r0, P)
-                        r0 = r0 + mc
+                    # column-major y_block^T (Pb x OCg, ld P) = col^T @ W_g^T
+                    _packed_product(Pb, OCg, K, col, Pb, wp + gi * bsz, yo, P, ap, mc)
                 if has_bias:
                     for o in range(OCg):
                         bo = bias[gi * OCg + o]
@@ -372,7 +380,8 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     # dx's operands: dy's row block packed per item (apsz), the kernel's
     # columns of each (group, channel block) packed once per call (bszx)
     cdef floating_t* tp = NULL     # selects the dtype of the size helpers
-    cdef index_t apsz = packed_a_elems(tp, rbx * g.OW, OCg) if need_dx else 0
+    cdef index_t mc = gemm_mc(tp)
+    cdef index_t apsz = packed_a_elems(tp, min(mc, rbx * g.OW), OCg) if need_dx else 0
     cdef index_t bszx = packed_b_elems(tp, OCg, cb * KK) if need_dx else 0
     cdef index_t per_thread = bufsz + apsz
     cdef floating_t* wpx = NULL
@@ -438,13 +447,13 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                         oy1 = min(oy0 + rbx, g.OH)
                         Pb = (oy1 - oy0) * g.OW
                         # A = dy_block^T (Pb x OCg, column-major with ld P)
-                        pack_a(c'N', Pb, OCg, &dy[n, gi * OCg, 0, 0] + oy0 * g.OW, P, ap)
+                        dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
                         if direct:
-                            gemm_packed(Pb, nc, OCg, ap, wpx + (it % (groups * ncb)) * bszx,
-                                        0, &dx[n, gi * Cg + c0, 0, 0] + oy0 * g.OW, HW)
+                            _packed_product(Pb, nc, OCg, dyo, P, wpx + (it % (groups * ncb)) * bszx,
+                                            &dx[n, gi * Cg + c0, 0, 0] + oy0 * g.OW, HW, ap, mc)
                         else:
-                            gemm_packed(Pb, nc * KK, OCg, ap, wpx + (it % (groups * ncb)) * bszx,
-                                        0, col, Pb)
+                            _packed_product(Pb, nc * KK, OCg, dyo, P,
+                                            wpx + (it % (groups * ncb)) * bszx, col, Pb, ap, mc)
                             _col2im_rows(col, &dx[n, gi * Cg + c0, 0, 0], &g, nc, oy0, oy1,
                                          &xlo[0], &xhi[0])
     finally:
