@@ -17,6 +17,7 @@ Every layer, the functional API and every backend call
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from ._param_validation import PARAMS, WindowPair
@@ -243,6 +244,25 @@ def resolve_geometry(input_size, kernel_size, *, stride=1, padding=0, dilation=1
     ValueError, TypeError
         For malformed arguments (each message names the argument).
     """
+    args = (input_size, kernel_size, stride, padding, dilation, rounding, layer)
+    if all(map(_is_plain_key, args)):
+        return _cached_geometry(*args, bool(max_pool_padding))
+    return _resolve_geometry(*args, max_pool_padding)
+
+
+def _is_plain_key(value):
+    """Whether ``value`` may key the geometry cache: exact ints and strs, and tuples of
+    them.  Anything else (lists, NumPy ints, floats, bools: 1.0 and True hash and
+    compare like 1 and would share its entry) is resolved uncached, so that it
+    meets the same checks and errors as ever."""
+    kind = type(value)
+    if kind is int or kind is str:
+        return True
+    return kind is tuple and all(map(_is_plain_key, value))
+
+
+def _resolve_geometry(input_size, kernel_size, stride, padding, dilation, rounding, layer,
+                      max_pool_padding):
     size = _INPUT_SIZE.check(input_size, "input_size")
     kernel = _KERNEL_SIZE.check(kernel_size, "kernel_size")
     strides = _STRIDE.check(stride, "stride")
@@ -267,6 +287,12 @@ def resolve_geometry(input_size, kernel_size, *, stride=1, padding=0, dilation=1
                     pad_top=pads[0][0], pad_bottom=pads[0][1],
                     pad_left=pads[1][0], pad_right=pads[1][1],
                     out_h=out[0], out_w=out[1])
+
+
+# A layer resolves one geometry call after call, and resolving it cost a batch-1
+# convolution a sixth of its time.  Only plain keys reach it (_is_plain_key);
+# errors are never cached.
+_cached_geometry = functools.lru_cache(maxsize=512)(_resolve_geometry)
 
 
 def conv_output_size(input_size, kernel_size, stride=1, padding=0, dilation=1, rounding="exact"):

@@ -9,6 +9,7 @@ state afterwards.
 import contextlib
 import io
 import threading
+import types
 import uuid
 import warnings
 
@@ -29,7 +30,7 @@ from cyconv import (
     use_backend,
 )
 from cyconv._registry import REGISTRY
-from cyconv.backends import numpy_backend
+from cyconv.backends import KernelSets, numpy_backend, pop_preference, push_preference
 
 BUILTIN_NAMES = ["Affine", "AvgPool2D", "BatchNorm", "Conv2D", "Dropout", "Flatten",
                  "MaxPool2D", "ReLU", "Sigmoid", "SoftmaxWithLoss"]
@@ -320,6 +321,37 @@ def two_backends(registry, name):
     register(name, "beta")
     register(name, "alpha")
     return name
+
+
+def test_kernel_set_selection_follows_every_change(monkeypatch):
+    """select() remembers its answers; each input they depend on still counts."""
+    sets = KernelSets()
+    serves_f = {name: types.SimpleNamespace(f=None) for name in ("cython", "numpy", "zeta", "omega")}
+    sets.add("cython", serves_f["cython"])
+    assert sets.select(("f",), layer="L")[0] == "cython"
+    sets.add("numpy", serves_f["numpy"])
+    sets.add("zeta", serves_f["zeta"])
+    monkeypatch.setenv("CYCONV_BACKEND", "zeta")
+    assert sets.select(("f",), layer="L") == ("zeta", serves_f["zeta"])
+    monkeypatch.delenv("CYCONV_BACKEND")
+    assert sets.select(("f",), layer="L")[0] == "cython"
+    token = push_preference(["zeta"])
+    assert sets.select(("f",), layer="L")[0] == "zeta"
+    pop_preference(token)
+    assert sets.select(("f",), layer="L")[0] == "cython"
+    sets.unavailable["cython"] = "simulated"
+    with pytest.warns(BackendFallbackWarning, match="simulated"):
+        assert sets.select(("f",), layer="L")[0] == "numpy"
+    del sets.unavailable["cython"]
+    assert sets.select(("f",), layer="L")[0] == "cython"
+    monkeypatch.setenv("CYCONV_BACKEND", "omega")
+    assert sets.select(("f",), layer="L")[0] == "cython"
+    sets.set_layer_kernels({"omega": serves_f["omega"]})
+    assert sets.select(("f",), layer="L")[0] == "omega"
+    with pytest.raises(BackendError):  # errors are not remembered: raised each time
+        sets.select(("g",), layer="L")
+    with pytest.raises(BackendError):
+        sets.select(("g",), layer="L")
 
 
 def test_default_order_for_plugin_backends(two_backends):

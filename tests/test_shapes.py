@@ -294,6 +294,27 @@ def test_non_integer_arguments(name, value):
         resolve_geometry((8, 8), **kwargs)
 
 
+@pytest.mark.parametrize("name, plain, lookalike", [
+    ("stride", 1, True), ("stride", (1, 1), (True, 1)), ("padding", (1, 0), (True, 0)),
+    ("stride", 2, 2.0), ("kernel_size", (3, 3), (3.0, 3)), ("dilation", (1, 1), [1, 1.5]),
+])
+def test_cached_geometry_does_not_answer_lookalikes(name, plain, lookalike):
+    """The geometry cache keys on exact ints and strs: a value that hashes like a
+    cached one (True like 1, 2.0 like 2) still meets its check."""
+    kwargs = {"kernel_size": 3, name: plain}
+    assert resolve_geometry((9, 9), **kwargs) is resolve_geometry((9, 9), **kwargs)
+    kwargs[name] = lookalike
+    with pytest.raises(TypeError, match=name):
+        resolve_geometry((9, 9), **kwargs)
+
+
+def test_uncached_spellings_resolve_as_the_cached_ones():
+    cached = resolve_geometry((10, 8), (3, 2), stride=(2, 1), padding=((1, 0), (0, 1)))
+    spelled = resolve_geometry([np.int64(10), 8], [3, np.int32(2)], stride=[2, 1],
+                               padding=[[1, 0], [0, 1]])
+    assert spelled == cached and spelled is not cached
+
+
 def test_bad_rounding():
     with pytest.raises(ValueError, match="rounding"):
         conv_output_size((8, 8), 3, rounding="round")

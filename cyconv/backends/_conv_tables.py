@@ -4,9 +4,14 @@
 for every kernel column, the output columns whose tap lies inside the input.
 Built here, by O(KW) NumPy arithmetic (never a scan over output columns: a
 1x31623 kernel once spent seconds in one), so that the kernel only loops.
+Cached per geometry, as the pooling tables are: a layer convolves one shape
+call after call, and building the table cost a batch-1 convolution about a
+fifth of its time.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -27,7 +32,15 @@ def ox_ranges(W, OW, KW, SW, PL, DW):
     return lo, hi
 
 
+@functools.lru_cache(maxsize=256)
+def _read_only_ox_ranges(W, OW, KW, SW, PL, DW):
+    lo, hi = ox_ranges(W, OW, KW, SW, PL, DW)
+    lo.flags.writeable = hi.flags.writeable = False
+    return lo, hi
+
+
 def tap_column_ranges(geom, in_w):
-    """:func:`ox_ranges` of a :class:`~cyconv._shapes.Geometry` on inputs ``in_w`` wide."""
-    return ox_ranges(in_w, geom.out_w, geom.kernel_w, geom.stride_w, geom.pad_left,
-                     geom.dilation_w)
+    """:func:`ox_ranges` of a :class:`~cyconv._shapes.Geometry` on inputs ``in_w`` wide
+    (read-only arrays, cached)."""
+    return _read_only_ox_ranges(int(in_w), geom.out_w, geom.kernel_w, geom.stride_w,
+                                geom.pad_left, geom.dilation_w)

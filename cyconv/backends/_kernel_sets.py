@@ -91,12 +91,17 @@ class KernelSets:
         # do: the pending plugin discovery (which may add kernel sets) and the
         # check of CYCONV_BACKEND for unknown names.
         self.before_lookup = _nothing_pending
+        # select()'s answers, keyed by everything they depend on (see _selection_key);
+        # _generation counts the changes to _sets
+        self._selected = {}
+        self._generation = 0
 
     def add(self, name, kernels):
         if not isinstance(name, str) or not name:
             raise TypeError(f"backend must be a non-empty str, got {name!r}")
         with self._lock:
             self._sets[name] = kernels
+            self._generation += 1
 
     def set_layer_kernels(self, kernel_sets):
         """Replace the kernel sets that came with registered layer classes.
@@ -112,6 +117,7 @@ class KernelSets:
             self._from_layers = {n for n in kernel_sets
                                  if n not in BUILTIN_BACKENDS and n not in self._sets}
             self._sets.update({n: kernel_sets[n] for n in self._from_layers})
+            self._generation += 1
 
     def names(self):
         with self._lock:
@@ -144,17 +150,40 @@ class KernelSets:
         if backend is not None and not isinstance(backend, str):
             raise TypeError(f"backend must be a str or None, got {backend!r}")
         self.before_lookup()
+        # Every convolution call selects: the answer is remembered per key (it
+        # cost a batch-1 convolution a fifth of its time); errors are not.
+        key = self._selection_key(needed, backend)
+        selected = self._selected.get(key)
+        if selected is None:
+            selected = self._select(needed, backend, layer)
+            with self._lock:
+                if len(self._selected) >= 64:  # contexts and environments seen: few
+                    self._selected.clear()
+                self._selected[key] = selected
+        name, skipped_builtin = selected
+        if skipped_builtin:
+            self.warn_fallback(name)
+        return name, self.get(name)
+
+    def _selection_key(self, needed, backend):
+        """What a selection depends on: the request, the preference order's inputs
+        (``use_backend`` contexts, ``CYCONV_BACKEND``) and the table's state."""
+        return (tuple(needed), backend, _context_backends.get(),
+                os.environ.get("CYCONV_BACKEND", ""), self._generation,
+                tuple(self.unavailable))
+
+    def _select(self, needed, backend, layer):
+        """``(name, skipped_builtin)``: :meth:`select`'s choice, and whether a built-in
+        backend that failed to load was passed over for it."""
         serving = self.serving(needed)
         if backend is not None:
             if backend in serving:
-                return backend, self.get(backend)
+                return backend, False
             raise explicit_backend_error(layer, backend, serving, self.unavailable)
         skipped = False
         for candidate in preference_order() + serving:
             if candidate in serving:
-                if skipped:
-                    self.warn_fallback(candidate)
-                return candidate, self.get(candidate)
+                return candidate, skipped
             skipped |= candidate in BUILTIN_BACKENDS and candidate in self.unavailable
         raise BackendError(f"no backend serves layer {layer!r} (it needs {', '.join(needed)})")
 

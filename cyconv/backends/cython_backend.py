@@ -95,8 +95,10 @@ def _conv_work(x, w, geom):
 
 
 def _conv_work_shapes(out_shape, w_shape):
-    """Multiply-adds of a direct convolution with this output and kernel."""
-    return int(np.prod(out_shape, dtype=np.int64)) * w_shape[1] * w_shape[2] * w_shape[3]
+    """Multiply-adds of a direct convolution with this output and kernel (Python ints:
+    no overflow, and no NumPy call on every convolution's path)."""
+    n, oc, oh, ow = out_shape
+    return n * oc * oh * ow * w_shape[1] * w_shape[2] * w_shape[3]
 
 
 def _pool_work(shape, geom):
