@@ -7,8 +7,13 @@
 #   (group, block) owns its output tiles, and the partition depends on the shape
 #   only: race free, bitwise identical for any n_threads.
 # - Per item: gather and transform input patches (B^T d B; the 1-D transforms
-#   are C, include/cyconv_winograd.h, vectorised across tiles) into V[xi][c][tile], (m+2)^2 GEMMs (cyconv's own,
-#   _matmul.pxd) M[xi] = U[xi] @ V[xi], output transform A^T M A into y.
+#   are C, include/cyconv_winograd.h, vectorised across tiles) into V[xi][c][tile],
+#   (m+2)^2 GEMMs (cyconv's own, _matmul.pxd) M[xi] = U[xi] @ V[xi], output
+#   transform A^T M A into y.
+# - The forward packs each U[g, xi] once per call in the GEMM's B layout, and each
+#   V[xi] right before its product (gemm_packed: bitwise the GEMM's result).  V
+#   stays a plain matrix: writing it straight in the panel layout was measured
+#   slower on VGG (docs/performance.md).
 # - dx is the forward on dy with the flipped kernel; dW = G^T (sum of
 #   (A dY A^T)[xi] V[xi]^T) G, items dealt round-robin to S slot copies that are
 #   summed in slot order.  Weight transforms run in double and round once.
@@ -21,7 +26,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._fused cimport floating_t, index_t
-from ._matmul cimport gemm
+from ._matmul cimport gemm, gemm_packed, pack_a, pack_b, packed_a_elems, packed_b_elems
 from ._openmp cimport omp_get_thread_num
 
 
@@ -348,10 +353,14 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                                  pad_top, pad_left, m, tile_block)
     cdef index_t A2 = g.A * g.A, TB = g.TB
     cdef index_t T = N * g.tiles, nblk = (T + TB - 1) // TB, items = groups * nblk
-    cdef index_t per_thread = _per_thread(&g, Cg, OCg)
+    cdef floating_t* tp = NULL     # selects the dtype of the size helpers
+    cdef index_t bsz = packed_b_elems(tp, Cg, OCg), apsz = packed_a_elems(tp, TB, Cg)
+    cdef index_t per_thread = _per_thread(&g, Cg, OCg) + apsz
     cdef index_t it, gi, t0, nt, ns, xi, o, tid
     cdef int nthr = <int>max(1, min(<index_t>n_threads, items))
     cdef floating_t* ws
+    cdef floating_t* up
+    cdef floating_t* ap
     cdef floating_t* R
     cdef floating_t* Tr
     cdef floating_t* v
@@ -364,14 +373,21 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef int nonfinite = 0
     if items == 0 or OCg == 0:
         return True
-    ws = <floating_t*>malloc(nthr * per_thread * sizeof(floating_t))
+    # one allocation for the packed U and the threads' workspace (a second large
+    # one per call measured 2x slower on a batch of one under glibc's default
+    # malloc thresholds: fresh pages on every call)
+    up = <floating_t*>malloc((groups * A2 * bsz + nthr * per_thread) * sizeof(floating_t))
     segs = <index_t*>malloc(nthr * SEG * TB * sizeof(index_t))
-    if ws == NULL or segs == NULL:
-        free(ws)
+    if up == NULL or segs == NULL:
+        free(up)
         free(segs)
         raise MemoryError("winograd forward: cannot allocate the tile workspace")
+    ws = up + groups * A2 * bsz
     try:
         with nogil:
+            # B = U[g, xi]^T (Cg x OCg, column-major with ld Cg), packed once per call
+            for it in prange(groups * A2, schedule="static", num_threads=nthr):
+                pack_b(c'N', Cg, OCg, &u[it // A2, it % A2, 0, 0], Cg, up + it * bsz)
             for it in prange(items, schedule="static", num_threads=nthr):
                 tid = omp_get_thread_num()
                 R = ws + tid * per_thread
@@ -381,6 +397,7 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 tmp = mm + A2 * OCg * TB
                 row = tmp + g.m * g.A * TB
                 flag = row + g.RW
+                ap = flag + TB
                 seg = segs + tid * SEG * TB
                 gi = it // nblk
                 t0 = (it % nblk) * TB
@@ -392,15 +409,17 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 if not _all_zero(flag, nt):
                     nonfinite += 1
                 for xi in range(A2):
-                    # row-major M[xi] (OCg x nt) = U[xi] (OCg x Cg) @ V[xi] (Cg x nt)
-                    gemm(c'N', c'N', <int>nt, <int>OCg, <int>Cg, v + xi * Cg * TB, <int>TB,
-                         &u[gi, xi, 0, 0], <int>Cg, 0, mm + xi * OCg * TB, <int>TB)
+                    # row-major M[xi] (OCg x nt) = U[xi] (OCg x Cg) @ V[xi] (Cg x nt),
+                    # V[xi] packed whole (nt <= TB <= 64 tiles: it stays in L1/L2)
+                    pack_a(c'N', nt, Cg, v + xi * Cg * TB, TB, ap)
+                    gemm_packed(nt, OCg, Cg, ap, up + (gi * A2 + xi) * bsz, 0,
+                                mm + xi * OCg * TB, TB)
                 for o in range(OCg):
                     _output_transform(&g, mm + o * TB, OCg * TB, seg, ns, nt, tmp, row,
                                       &y[0, gi * OCg + o, 0, 0], OC * g.OH * g.OW,
                                       bias[gi * OCg + o] if has_bias else 0)
     finally:
-        free(ws)
+        free(up)
         free(segs)
     return nonfinite == 0
 
