@@ -10,7 +10,8 @@
 # number and nothing replaces a NaN, a window without input gives -inf / -1.
 # Max pooling: the interior block goes tap by tap through branch-free select
 # loops, borders scan their clipped window; 2x2 stride-2 with every window
-# inside has a row kernel (a row holding NaN is redone by the scan).  Those
+# inside has a row kernel, and so has the interior of a 3x3 stride-2 pool (a row
+# holding NaN is redone by the scan).  Those
 # select loops are C (per-type macros): they need ``restrict``, which Cython
 # cannot express (fused-type versions measured ~2x slower, docs/performance.md).
 
@@ -162,6 +163,43 @@ cdef extern from *:
     }
     CYCONV_MAX_2X2S2_ROW(float, cyconv_max_2x2s2_row_f)
     CYCONV_MAX_2X2S2_ROW(double, cyconv_max_2x2s2_row_d)
+    /* n outputs of 3x3 stride-2 windows wholly inside the input, the first
+       window's top-left tap at r0: the 2x2 row kernel's method (nine taps in
+       registers, row-major with a strict '>', NaN reported for the caller's
+       exact rescan; tap offsets exact in T: the caller ensures 2W + 2 < 2**24),
+       one pass where the tap-by-tap loops make nine over the running maximum. */
+    #define CYCONV_MAX_3X3S2_ROW(T, NAME)                                         \
+    static inline int NAME(const T *CYTHON_RESTRICT r0, Py_ssize_t W,             \
+                           T *CYTHON_RESTRICT y, int64_t *CYTHON_RESTRICT ind,    \
+                           int64_t base, Py_ssize_t n) {                          \
+        const T *CYTHON_RESTRICT r1 = r0 + W;                                     \
+        const T *CYTHON_RESTRICT r2 = r0 + 2 * W;                                 \
+        const T w0 = (T)W, w1 = (T)(W + 1), w2 = (T)(W + 2);                      \
+        const T v0 = (T)(2 * W), v1 = (T)(2 * W + 1), v2 = (T)(2 * W + 2);        \
+        int has_nan = 0;                                                          \
+        for (Py_ssize_t i = 0; i < n; i++) {                                      \
+            T a = r0[2 * i], b = r0[2 * i + 1], c = r0[2 * i + 2];                \
+            T d = r1[2 * i], e = r1[2 * i + 1], f = r1[2 * i + 2];                \
+            T g = r2[2 * i], h = r2[2 * i + 1], l = r2[2 * i + 2];                \
+            T m = a, t = 0;                                                       \
+            int k;                                                                \
+            has_nan |= (a != a) | (b != b) | (c != c) | (d != d) | (e != e)       \
+                       | (f != f) | (g != g) | (h != h) | (l != l);               \
+            k = b > m;  m = k ? b : m;  t = k ? (T)1 : t;                         \
+            k = c > m;  m = k ? c : m;  t = k ? (T)2 : t;                         \
+            k = d > m;  m = k ? d : m;  t = k ? w0 : t;                           \
+            k = e > m;  m = k ? e : m;  t = k ? w1 : t;                           \
+            k = f > m;  m = k ? f : m;  t = k ? w2 : t;                           \
+            k = g > m;  m = k ? g : m;  t = k ? v0 : t;                           \
+            k = h > m;  m = k ? h : m;  t = k ? v1 : t;                           \
+            k = l > m;  m = k ? l : m;  t = k ? v2 : t;                           \
+            y[i] = m;                                                             \
+            ind[i] = base + 2 * i + (int64_t)t;                                   \
+        }                                                                         \
+        return has_nan;                                                           \
+    }
+    CYCONV_MAX_3X3S2_ROW(float, cyconv_max_3x3s2_row_f)
+    CYCONV_MAX_3X3S2_ROW(double, cyconv_max_3x3s2_row_d)
     """
     void cyconv_max_pair_f(const float* src, Py_ssize_t src_rs, float* m, Py_ssize_t m_rs,
                            float* t, Py_ssize_t off, Py_ssize_t rows, Py_ssize_t n,
@@ -178,6 +216,10 @@ cdef extern from *:
     int cyconv_max_2x2s2_row_f(const float* r0, Py_ssize_t W, float* y, int64_t* ind,
                                int64_t base, Py_ssize_t n) noexcept nogil
     int cyconv_max_2x2s2_row_d(const double* r0, Py_ssize_t W, double* y, int64_t* ind,
+                               int64_t base, Py_ssize_t n) noexcept nogil
+    int cyconv_max_3x3s2_row_f(const float* r0, Py_ssize_t W, float* y, int64_t* ind,
+                               int64_t base, Py_ssize_t n) noexcept nogil
+    int cyconv_max_3x3s2_row_d(const double* r0, Py_ssize_t W, double* y, int64_t* ind,
                                int64_t base, Py_ssize_t n) noexcept nogil
 
 
@@ -235,6 +277,27 @@ cdef inline void _max_2x2s2_row(const floating_t* plane,     # IN  (H*W)
             y[ox] = best
 
 
+cdef inline void _max_3x3s2_rows(const floating_t* plane, window_geom g, pool_tables t,
+                                 floating_t* y, int64_t* ind) noexcept nogil:
+    """The interior block of a 3x3 stride-2 (dilation 1) pool, row by row; a row
+    holding NaN is redone by the exact scan."""
+    cdef index_t W = g.W, OW = g.OW, n = t.oxb - t.oxa, oy, ox, base, o
+    cdef int has_nan
+    cdef floating_t best
+    for oy in range(t.oya, t.oyb):
+        base = t.ys[oy] * W + t.xs[t.oxa]
+        o = oy * OW + t.oxa
+        if floating_t is float:
+            has_nan = cyconv_max_3x3s2_row_f(plane + base, W, y + o, ind + o, base, n)
+        else:
+            has_nan = cyconv_max_3x3s2_row_d(plane + base, W, y + o, ind + o, base, n)
+        if has_nan:
+            for ox in range(t.oxa, t.oxb):
+                ind[oy * OW + ox] = _window_argmax(plane, t.ys[oy], t.xs[ox], W, 1, 1,
+                                                   0, 3, 0, 3, &best)
+                y[oy * OW + ox] = best
+
+
 cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
                                  floating_t* y,                 # OUT (OH*OW)
                                  int64_t* ind,                  # OUT (OH*OW)
@@ -253,7 +316,10 @@ cdef inline void _max_pool_plane(const floating_t* plane,       # IN  (H*W)
     cdef floating_t best
     cdef const floating_t* src
     cdef floating_t* m
-    if nr > 0 and n > 0:
+    if (nr > 0 and n > 0 and g.KH == 3 and g.KW == 3 and g.SH == 2 and g.SW == 2
+            and g.DH == 1 and g.DW == 1 and W < (1 << 22)):
+        _max_3x3s2_rows(plane, g, t, y, ind)
+    elif nr > 0 and n > 0:
         base = t.ys[oya] * W + t.xs[oxa]
         src = plane + base
         m = y + oya * OW + oxa

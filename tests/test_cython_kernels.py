@@ -365,6 +365,26 @@ def test_max_pool_2x2_stride2_rows(monkeypatch, dtype, width):
             np.testing.assert_array_equal(a, r)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size, padding", [((13, 75), 1), ((12, 74), 0), ((7, 9), 1)])
+def test_max_pool_3x3_stride2_rows(monkeypatch, dtype, size, padding):
+    """The interior of a 3x3/2 pool works a row at a time (the 2x2/2 method):
+    the tie and NaN rules, the rescan of NaN rows and the borders around it."""
+    lift_thread_cap(monkeypatch)
+    rng = np.random.default_rng(12)
+    x = rng.integers(-2, 3, size=(2, 3) + size).astype(dtype)  # many ties
+    x[rng.random(x.shape) < 0.05] = -np.inf
+    x[0, 1, 4, 7] = np.nan                 # one NaN row among clean ones
+    x[1, 2, 5, :] = np.nan                 # rows of NaN windows
+    x[1, 0, :3, :5] = -np.inf              # windows of -inf only
+    geom = resolve_geometry(size, 3, stride=2, padding=padding, rounding="floor",
+                            max_pool_padding=True)
+    outs = [check_max_pool(x, geom, t) for t in (1, 2, 3)]
+    for o in outs[1:]:
+        for a, r in zip(o, outs[0]):
+            np.testing.assert_array_equal(a, r)
+
+
 # -- average pooling -----------------------------------------------------------
 
 def check_avg_pool(x, geom, count_include_pad, divisor_override, n_threads=2):
