@@ -7,6 +7,7 @@ WORKSPACE_CAP: int
 DW_SLOT_CAP: int
 MAX_SLOTS: int
 MIN_WORK_ITEMS: int
+LANE_PANEL: dict[int, int]
 
 def conv2d_forward(
     x: npt.NDArray[np.floating],
@@ -18,6 +19,16 @@ def conv2d_forward(
     has_bias: bool,
     xlo: npt.NDArray[np.intp],
     xhi: npt.NDArray[np.intp],
+    n_threads: int,
+) -> None: ...
+def conv2d_forward_lanes(
+    x: npt.NDArray[np.floating],
+    w: npt.NDArray[np.floating],
+    bias: npt.NDArray[np.floating],
+    y: npt.NDArray[np.floating],
+    geom: Any,
+    groups: int,
+    has_bias: bool,
     n_threads: int,
 ) -> None: ...
 def conv2d_backward(

@@ -7,6 +7,11 @@
 #   of blocking) without the GIL; row-major y = W @ col is passed as column-major
 #   col^T @ W^T, so no transpose is materialised.  1x1/stride-1/unpadded kernels
 #   skip im2col: the input plane already is the column matrix (plain gemm).
+# - Forward with the batch in the lanes (conv2d_forward_lanes; the wrapper picks
+#   it for small planes, where im2col's short rows cost the most): x copied once,
+#   zero-padded, to (C, Hp, Wp, N), so that an A panel (MR images of one output
+#   pixel) is MR contiguous values per tap; same B, tap order and GEMM, so
+#   bitwise the im2col forward's result.  Its workspace is one padded copy of x.
 # - Backward: two loops whose partitions depend on the shape only, so results are
 #   bitwise identical for any n_threads.  (1) dW: units (sample, row block) in
 #   order; S slots each own a dW copy (slot s takes units s, s+S, ...), summed
@@ -27,9 +32,10 @@ import numpy as np
 cimport cython
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
-from libc.string cimport memset
-from ._matmul cimport (gemm, gemm_mc, gemm_packed, pack_a, pack_b, packed_a_elems,
-                       packed_b_elems)
+from libc.string cimport memcpy, memset
+from ._cgemm cimport CYCONV_DGEMM_MR, CYCONV_SGEMM_MR
+from ._matmul cimport (gemm, gemm_mc, gemm_mr, gemm_packed, pack_a, pack_b,
+                       packed_a_elems, packed_b_elems)
 
 from ._fused cimport floating_t, index_t
 from ._geometry cimport make_window_geom, window_geom
@@ -311,6 +317,141 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     finally:
         free(ws)
         free(wp)
+
+
+# Images per packed A panel of the batch-in-lanes forward, by itemsize.
+cdef float _f32 = 0
+cdef double _f64 = 0
+LANE_PANEL = {4: gemm_mr(&_f32), 8: gemm_mr(&_f64)}
+
+
+cdef inline void _pack_lanes(floating_t* ap, const floating_t* src, const index_t* off,
+                             index_t K, index_t mv) noexcept nogil:
+    """One packed A panel: tap k's mv images at ap[k*MR ...] from src + off[k], zeros
+    past mv (MR a constant, so that a full panel's copy is a few vector moves)."""
+    cdef index_t k, mr = gemm_mr(ap)
+    if floating_t is float:
+        if mv == CYCONV_SGEMM_MR:
+            for k in range(K):
+                memcpy(ap + k * CYCONV_SGEMM_MR, src + off[k], CYCONV_SGEMM_MR * sizeof(float))
+            return
+    else:
+        if mv == CYCONV_DGEMM_MR:
+            for k in range(K):
+                memcpy(ap + k * CYCONV_DGEMM_MR, src + off[k], CYCONV_DGEMM_MR * sizeof(double))
+            return
+    for k in range(K):
+        memcpy(ap + k * mr, src + off[k], mv * sizeof(floating_t))
+        memset(ap + k * mr + mv, 0, (mr - mv) * sizeof(floating_t))
+
+
+def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
+                         const floating_t[:, :, :, ::1] w,     # IN  (OC, C/groups, KH, KW)
+                         const floating_t[::1] bias,           # IN  (OC,) (if has_bias)
+                         floating_t[:, :, :, ::1] y,           # OUT (N, OC, OH, OW)
+                         geom, int groups, bint has_bias, int n_threads):
+    """``conv2d_forward`` with the batch in the GEMM's rows (bitwise its result).
+
+    x is first copied, zero-padded, to xt (C, Hp, Wp, N): the images of one
+    pixel side by side.  An A panel (MR images of one output pixel, all K taps)
+    is then MR contiguous values per tap, packed without im2col; y's MR x OCg
+    block of that pixel is W's packed B times it.  Same B, same tap order, same
+    GEMM: each output is the same sum as the im2col path's.  Items (group, panel
+    of images, output row) own y[those images, group's channels, that row]."""
+    cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
+    cdef window_geom g = make_window_geom(geom, x.shape[2], x.shape[3], y.shape[2], y.shape[3])
+    cdef index_t Cg = C // groups, OCg = OC // groups, P = g.OH * g.OW
+    cdef index_t K = Cg * g.KH * g.KW
+    # the padded plane every tap of every output reads: rows -PT .. -PT + Hp - 1
+    cdef index_t Hp = (g.OH - 1) * g.SH + (g.KH - 1) * g.DH + 1
+    cdef index_t Wp = (g.OW - 1) * g.SW + (g.KW - 1) * g.DW + 1
+    cdef index_t plane = Hp * Wp * N
+    cdef floating_t* tp = NULL     # selects the dtype of the size helpers
+    cdef index_t mr = gemm_mr(tp), npan = (N + mr - 1) // mr
+    cdef index_t items = groups * npan * g.OH
+    cdef index_t bsz = packed_b_elems(tp, K, OCg), apsz = packed_a_elems(tp, mr, K)
+    cdef index_t per_thread = apsz + mr * OCg * g.OW
+    cdef index_t r, c, ky, kx, k, q, iy, lo, hi, n, it, gi, pan, oy, ox, n0, mv, i, o, tid
+    cdef int nt = <int>max(1, min(<index_t>n_threads, items))
+    cdef floating_t* xt
+    cdef floating_t* wp
+    cdef floating_t* ws
+    cdef index_t* off
+    cdef floating_t* ap
+    cdef floating_t* ct
+    cdef floating_t* d
+    cdef floating_t* yo
+    cdef const floating_t* src
+    cdef floating_t bo
+    if items == 0 or P == 0 or OCg == 0:
+        return
+    xt = <floating_t*>malloc(max(1, C * plane) * sizeof(floating_t))
+    wp = <floating_t*>malloc(max(1, groups * bsz) * sizeof(floating_t))
+    ws = <floating_t*>malloc(max(1, nt * per_thread) * sizeof(floating_t))
+    off = <index_t*>malloc(max(1, K) * sizeof(index_t))
+    if xt == NULL or wp == NULL or ws == NULL or off == NULL:
+        free(xt)
+        free(wp)
+        free(ws)
+        free(off)
+        raise MemoryError("conv2d_forward: cannot allocate the batch-in-lanes workspace")
+    try:
+        k = 0
+        for c in range(Cg):             # tap k's offset in xt, in im2col's tap order
+            for ky in range(g.KH):
+                for kx in range(g.KW):
+                    off[k] = (c * Hp + ky * g.DH) * Wp * N + kx * g.DW * N
+                    k = k + 1
+        with nogil:
+            for r in prange(C * Hp, schedule="static", num_threads=nt):
+                c = r // Hp
+                iy = r % Hp - g.PT
+                d = xt + r * Wp * N
+                if iy < 0 or iy >= g.H:
+                    memset(d, 0, Wp * N * sizeof(floating_t))
+                    continue
+                lo = min(Wp, g.PL)
+                hi = max(lo, min(Wp, g.PL + g.W))
+                memset(d, 0, lo * N * sizeof(floating_t))
+                memset(d + hi * N, 0, (Wp - hi) * N * sizeof(floating_t))
+                for n in range(N):      # reads along x's rows; the writes stay in L1
+                    src = &x[n, c, iy, 0] - g.PL
+                    for q in range(lo, hi):
+                        d[q * N + n] = src[q]
+            # B = W_g^T (K x OCg, column-major with ld K), packed once per call
+            for gi in prange(groups, schedule="static", num_threads=nt):
+                pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
+            for it in prange(items, schedule="static", num_threads=nt):
+                gi = it // (npan * g.OH)
+                pan = (it // g.OH) % npan
+                oy = it % g.OH
+                n0 = pan * mr
+                mv = min(mr, N - n0)
+                tid = omp_get_thread_num()
+                ap = ws + tid * per_thread
+                ct = ap + apsz
+                for ox in range(g.OW):
+                    _pack_lanes(ap, xt + gi * Cg * plane + (oy * g.SH * Wp + ox * g.SW) * N + n0,
+                                off, K, mv)
+                    # column-major (mv x OCg, ld OW*mr) = A (mv x K) @ W_g^T: the
+                    # row's results at ct[o, ox, i], so that y's rows are written whole
+                    gemm_packed(mv, OCg, K, ap, wp + gi * bsz, 0, ct + ox * mr, g.OW * mr)
+                for o in range(OCg):
+                    for i in range(mv):
+                        yo = &y[n0 + i, gi * OCg + o, oy, 0]
+                        src = ct + o * g.OW * mr + i
+                        if has_bias:
+                            bo = bias[gi * OCg + o]
+                            for ox in range(g.OW):
+                                yo[ox] = src[ox * mr] + bo
+                        else:
+                            for ox in range(g.OW):
+                                yo[ox] = src[ox * mr]
+    finally:
+        free(xt)
+        free(wp)
+        free(ws)
+        free(off)
 
 
 cdef index_t _blocks_for(index_t units, index_t per_unit, index_t min_units):

@@ -35,6 +35,14 @@ cdef inline index_t gemm_mc(const floating_t* dtype) noexcept nogil:
         return CYCONV_DGEMM_MC
 
 
+cdef inline index_t gemm_mr(const floating_t* dtype) noexcept nogil:
+    """Rows of one packed A panel (the micro-kernel's MR)."""
+    if floating_t is float:
+        return CYCONV_SGEMM_MR
+    else:
+        return CYCONV_DGEMM_MR
+
+
 cdef inline index_t packed_a_elems(const floating_t* dtype, index_t m, index_t k) noexcept nogil:
     if floating_t is float:
         return <index_t>cyconv_sgemm_packed_a_elems(m, k)

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from cyconv._shapes import resolve_geometry
 from cyconv.backends import cython_backend as cb
 from cyconv.backends import numpy_backend as nb
+from cyconv.backends._conv_tables import tap_column_ranges
 from cyconv.testing.strategies import conv_geometries, pool_geometries
 
 _conv = cb._conv  # the build this CPU runs (cyconv/_cpu.py): the one whose globals matter
@@ -522,3 +523,61 @@ def test_relu_parity_special_values_and_threads(monkeypatch, dtype, size):
         dx = cb.relu_backward(dout, pos, threads)
         np.testing.assert_array_equal(dx, dx_r)
         np.testing.assert_array_equal(np.signbit(dx), np.signbit(dx_r))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs, ws, stride, padding, dilation, groups", [
+    ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),     # LeNet conv2: two full panels
+    ((37, 8, 9, 11), (12, 4, 3, 2), (2, 1), (1, 2), (2, 1), 2),  # a part panel, groups
+    ((5, 3, 7, 7), (4, 3, 3, 3), 1, 1, 1, 1),         # fewer images than a panel
+    ((33, 2, 6, 5), (3, 2, 1, 1), 1, (0, 1), 1, 1),   # 1x1 with padding
+])
+def test_batch_in_lanes_forward_is_bitwise_the_im2col_forward(dtype, xs, ws, stride, padding,
+                                                              dilation, groups):
+    """conv2d_forward_lanes (images in the GEMM's rows, no im2col) computes every
+    output by the same sum as the im2col forward, which the test above pins to the
+    GEMM of the explicit im2col: bitwise equal, with and without bias, any threads."""
+    rng = np.random.default_rng(12)
+    geom = resolve_geometry(xs[2:], ws[2:], stride=stride, padding=padding, dilation=dilation,
+                            rounding="floor")
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    b = rng.standard_normal(ws[0]).astype(dtype)
+    x_before = x.copy()
+    out = (xs[0], ws[0], geom.out_h, geom.out_w)
+    for bias in (None, b):
+        want = np.empty(out, dtype=dtype)
+        _conv.conv2d_forward(x, w, cb._EMPTY[x.dtype] if bias is None else bias, want, geom,
+                             groups, bias is not None, *tap_column_ranges(geom, xs[3]), 1)
+        for threads in (1, 2, 3):
+            got = np.full(out, np.nan, dtype=dtype)
+            _conv.conv2d_forward_lanes(x, w, cb._EMPTY[x.dtype] if bias is None else bias, got,
+                                       geom, groups, bias is not None, threads)
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8),
+                                          err_msg=f"bias {bias is not None}, {threads} threads")
+    np.testing.assert_array_equal(x, x_before)
+
+
+def test_public_forward_takes_the_batch_in_lanes_path_where_measured_faster(monkeypatch):
+    """The wrapper's rule sends a small float32 plane to the lanes kernel (and its
+    result is the im2col forward's), a large plane or float64 to im2col."""
+    calls = []
+    real = _conv.conv2d_forward_lanes
+    monkeypatch.setattr(_conv, "conv2d_forward_lanes",
+                        lambda *a: calls.append(a[0].dtype) or real(*a))
+    rng = np.random.default_rng(13)
+    w = rng.standard_normal((16, 6, 5, 5)).astype(np.float32)
+    geom = resolve_geometry((14, 14), (5, 5))
+    x = rng.standard_normal((_conv.LANE_PANEL[4], 6, 14, 14)).astype(np.float32)
+    y = cb.conv2d_forward(x, w, None, geom, 1, 2, algorithm="gemm")
+    assert calls == [np.float32]
+    want = np.empty_like(y)
+    _conv.conv2d_forward(x, w, cb._EMPTY[x.dtype], want, geom, 1, False,
+                         *tap_column_ranges(geom, 14), 2)
+    np.testing.assert_array_equal(y, want)
+    cb.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, geom, 1, 2,
+                      algorithm="gemm")
+    big = resolve_geometry((32, 32), (5, 5))
+    cb.conv2d_forward(rng.standard_normal((64, 6, 32, 32)).astype(np.float32), w, None, big,
+                      1, 2, algorithm="gemm")
+    assert calls == [np.float32]

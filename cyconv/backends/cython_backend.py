@@ -206,6 +206,27 @@ def _winograd_conv(x, w, b, out_shape, pad_top, pad_left, groups, n_threads):
     return None
 
 
+# The batch-in-lanes GEMM forward (``_conv.conv2d_forward_lanes``: bitwise the
+# im2col forward's result) where im2col's short rows cost the most: float32,
+# stride 1, kernels larger than 1x1, at least one full A panel of images, output planes of at most
+# LANES_MAX_PIXELS and at least LANES_MIN_TAPS taps per output.  Measured
+# in-process against the im2col forward, 2 threads (docs/performance.md,
+# "Batch in the lanes"): time ratio 0.64 (64x64x8x8, 3x3 p1), 0.79 (LeNet
+# conv2, batch 64), 0.81 (batch 32), 0.85 (64x16x16x16, 3x3 p1), 0.98 (5x5, 144
+# pixels); slower on larger planes (CIFAR 32x32: 1.25, strided 64x64: 1.52),
+# with 25 taps (the book conv: 1.94), with fewer images than a panel (1.16) and
+# mixed in float64 (0.83-1.41); 1x1 kernels keep their im2col-free GEMM (1.81).
+LANES_MAX_PIXELS = 256
+LANES_MIN_TAPS = 64
+
+
+def _batch_in_lanes(x, w, geom):
+    return (x.dtype == np.float32 and geom.stride_h == 1 and geom.stride_w == 1
+            and w.shape[2] * w.shape[3] > 1 and x.shape[0] >= _conv.LANE_PANEL[4]
+            and geom.out_h * geom.out_w <= LANES_MAX_PIXELS
+            and w.shape[1] * w.shape[2] * w.shape[3] >= LANES_MIN_TAPS)
+
+
 def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
     x = np.ascontiguousarray(x)
     w = np.ascontiguousarray(w, dtype=x.dtype)
@@ -218,9 +239,13 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
         if y is not None:
             return y
     y = np.empty(out_shape, dtype=x.dtype)
-    _conv.conv2d_forward(x, w, _EMPTY[x.dtype] if bias is None else bias, y, geom,
-                         int(groups), b is not None, *tap_column_ranges(geom, x.shape[3]),
-                         _useful_threads(n_threads, _conv_work(x, w, geom)))
+    bias = _EMPTY[x.dtype] if bias is None else bias
+    threads = _useful_threads(n_threads, _conv_work(x, w, geom))
+    if _batch_in_lanes(x, w, geom):
+        _conv.conv2d_forward_lanes(x, w, bias, y, geom, int(groups), b is not None, threads)
+    else:
+        _conv.conv2d_forward(x, w, bias, y, geom, int(groups), b is not None,
+                             *tap_column_ranges(geom, x.shape[3]), threads)
     return y
 
 
