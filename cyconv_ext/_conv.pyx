@@ -300,7 +300,8 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 if direct:
                     # the input plane already is the column matrix; the GEMM packs it
                     # in L2-sized blocks as it goes (measured faster than packing the
-                    # whole block first, docs/performance.md)
+                    # whole block first, and than multiplying W's panels packed once
+                    # per call: docs/performance.md)
                     gemm(c'N', c'N', <int>Pb, <int>OCg, <int>K,
                          &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
                          &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)

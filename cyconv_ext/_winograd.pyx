@@ -54,6 +54,19 @@ cdef extern from "include/cyconv_winograd.h" nogil:
                                   double bias)
 
 
+cdef extern from "include/cyconv_im2col.h" nogil:
+    # exact copies of a run, its tail one masked load and store (the file's Design)
+    void cyconv_copy_run_f(const float* s, float* d, index_t n)
+    void cyconv_copy_run_d(const double* s, double* d, index_t n)
+
+
+cdef inline void _copy_run(const floating_t* s, floating_t* d, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_copy_run_f(s, d, n)
+    else:
+        cyconv_copy_run_d(s, d, n)
+
+
 cdef inline void _cols(int kind, int m, const floating_t* s, index_t ss, floating_t* d,
                        index_t ds, index_t n) noexcept nogil:
     if floating_t is float:
@@ -240,8 +253,7 @@ cdef inline void _load_rows(const floating_t* plane, index_t H, index_t W, index
         row = plane + iy * W + ix0
         for p in range(lo):
             dst[p] = 0
-        for p in range(lo, hi):
-            dst[p] = row[p]
+        _copy_run(row + lo, dst + lo, hi - lo)
         for p in range(hi, width):
             dst[p] = 0
 
