@@ -39,6 +39,11 @@ cdef extern from "include/cyconv_gemm.h" nogil:
                              const float* bp, float beta, float* c, Py_ssize_t ldc)
     void cyconv_dgemm_packed(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const double* ap,
                              const double* bp, double beta, double* c, Py_ssize_t ldc)
+    void cyconv_sgemm_gathered(Py_ssize_t n, Py_ssize_t k, const float* a, const Py_ssize_t* off,
+                               const float* bp, float beta, float* c, Py_ssize_t ldc)
+    void cyconv_dgemm_gathered(Py_ssize_t n, Py_ssize_t k, const double* a,
+                               const Py_ssize_t* off, const double* bp, double beta, double* c,
+                               Py_ssize_t ldc)
     enum:
         CYCONV_SGEMM_MR
         CYCONV_SGEMM_NR

@@ -10,8 +10,9 @@
 # - Forward with the batch in the lanes (conv2d_forward_lanes; the wrapper picks
 #   it for small planes, where im2col's short rows cost the most): x copied once,
 #   zero-padded, to (C, Hp, Wp, N), so that an A panel (MR images of one output
-#   pixel) is MR contiguous values per tap; same B, tap order and GEMM, so
-#   bitwise the im2col forward's result.  Its workspace is one padded copy of x.
+#   pixel) is MR contiguous values per tap, which the GEMM reads in place
+#   (gemm_gathered); same B, tap order and kernel, so bitwise the im2col
+#   forward's result.  Its workspace is one padded copy of x.
 # - Backward: two loops whose partitions depend on the shape only, so results are
 #   bitwise identical for any n_threads.  (1) dW: units (sample, row block) in
 #   order; S slots each own a dW copy (slot s takes units s, s+S, ...), summed
@@ -33,8 +34,7 @@ cimport cython
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from ._cgemm cimport CYCONV_DGEMM_MR, CYCONV_SGEMM_MR
-from ._matmul cimport (gemm, gemm_mc, gemm_mr, gemm_packed, pack_a, pack_b,
+from ._matmul cimport (gemm, gemm_gathered, gemm_mc, gemm_mr, gemm_packed, pack_a, pack_b,
                        packed_a_elems, packed_b_elems)
 
 from ._fused cimport floating_t, index_t
@@ -328,19 +328,9 @@ LANE_PANEL = {4: gemm_mr(&_f32), 8: gemm_mr(&_f64)}
 
 cdef inline void _pack_lanes(floating_t* ap, const floating_t* src, const index_t* off,
                              index_t K, index_t mv) noexcept nogil:
-    """One packed A panel: tap k's mv images at ap[k*MR ...] from src + off[k], zeros
-    past mv (MR a constant, so that a full panel's copy is a few vector moves)."""
+    """A part panel of mv < MR images, packed: tap k's images at ap[k*MR ...] from
+    src + off[k], zeros past mv (a full panel is read in place)."""
     cdef index_t k, mr = gemm_mr(ap)
-    if floating_t is float:
-        if mv == CYCONV_SGEMM_MR:
-            for k in range(K):
-                memcpy(ap + k * CYCONV_SGEMM_MR, src + off[k], CYCONV_SGEMM_MR * sizeof(float))
-            return
-    else:
-        if mv == CYCONV_DGEMM_MR:
-            for k in range(K):
-                memcpy(ap + k * CYCONV_DGEMM_MR, src + off[k], CYCONV_DGEMM_MR * sizeof(double))
-            return
     for k in range(K):
         memcpy(ap + k * mr, src + off[k], mv * sizeof(floating_t))
         memset(ap + k * mr + mv, 0, (mr - mv) * sizeof(floating_t))
@@ -355,8 +345,9 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
 
     x is first copied, zero-padded, to xt (C, Hp, Wp, N): the images of one
     pixel side by side.  An A panel (MR images of one output pixel, all K taps)
-    is then MR contiguous values per tap, packed without im2col; y's MR x OCg
-    block of that pixel is W's packed B times it.  Same B, same tap order, same
+    is then MR contiguous values per tap, which the GEMM reads in place
+    (gemm_gathered; a part panel is packed); y's MR x OCg block of that pixel is
+    W's packed B times it.  Same B, same tap order, same
     GEMM: each output is the same sum as the im2col path's.  Items (group, panel
     of images, output row) own y[those images, group's channels, that row]."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
@@ -432,11 +423,16 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
                 ap = ws + tid * per_thread
                 ct = ap + apsz
                 for ox in range(g.OW):
-                    _pack_lanes(ap, xt + gi * Cg * plane + (oy * g.SH * Wp + ox * g.SW) * N + n0,
-                                off, K, mv)
+                    src = xt + gi * Cg * plane + (oy * g.SH * Wp + ox * g.SW) * N + n0
                     # column-major (mv x OCg, ld OW*mr) = A (mv x K) @ W_g^T: the
-                    # row's results at ct[o, ox, i], so that y's rows are written whole
-                    gemm_packed(mv, OCg, K, ap, wp + gi * bsz, 0, ct + ox * mr, g.OW * mr)
+                    # row's results at ct[o, ox, i], so that y's rows are written whole;
+                    # a full panel is read in place (tap k's images at src + off[k])
+                    if mv == mr:
+                        gemm_gathered(OCg, K, src, off, wp + gi * bsz, 0, ct + ox * mr,
+                                      g.OW * mr)
+                    else:
+                        _pack_lanes(ap, src, off, K, mv)
+                        gemm_packed(mv, OCg, K, ap, wp + gi * bsz, 0, ct + ox * mr, g.OW * mr)
                 for o in range(OCg):
                     for i in range(mv):
                         yo = &y[n0 + i, gi * OCg + o, oy, 0]

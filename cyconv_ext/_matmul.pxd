@@ -81,3 +81,14 @@ cdef inline void gemm_packed(index_t m, index_t n, index_t k, const floating_t* 
         cyconv_sgemm_packed(m, n, k, ap, bp, beta, c, ldc)
     else:
         cyconv_dgemm_packed(m, n, k, ap, bp, beta, c, ldc)
+
+
+cdef inline void gemm_gathered(index_t n, index_t k, const floating_t* a, const index_t* off,
+                               const floating_t* bp, floating_t beta, floating_t* c,
+                               index_t ldc) noexcept nogil:
+    """C (MR x n) = A @ B (beta 0) or C + A @ B, A's column p the MR values at
+    a + off[p] (no packing), B packed: bitwise gemm_packed's result."""
+    if floating_t is float:
+        cyconv_sgemm_gathered(n, k, a, off, bp, beta, c, ldc)
+    else:
+        cyconv_dgemm_gathered(n, k, a, off, bp, beta, c, ldc)

@@ -22,7 +22,7 @@
  *               elements of the whole product bitwise; so does the product
  *               on the smallest workspace (cyconv_?gemm_ws), and the product of
  *               the packed operands (cyconv_?gemm_pack_a / _pack_b /
- *               _packed).
+ *               _packed) and a gathered A (cyconv_?gemm_gathered).
  * Prints the variant and "ok" (exit 0), or each failure (exit 1).
  */
 #include "cyconv_gemm.h"
@@ -108,6 +108,24 @@ static void check_##SFX(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
         cyconv_##SFX##gemm_packed(m, n, k, ap, bp, beta, part, ldc);                        \
         if (memcmp(part, c, nc * sizeof(T)))                                                \
             fail("packed operands differ", dtype, ta, tb, m, n, k, beta);                   \
+        if (m == CG_MR_OF(SFX) && k > 0) {  /* gathered A: columns scattered by off */      \
+            ptrdiff_t *off = malloc((size_t)k * sizeof(ptrdiff_t));                         \
+            T *ga = malloc((size_t)(k * (m + 3)) * sizeof(T));                              \
+            for (p = 0; p < k; p++) {                                                       \
+                off[p] = ((p * 7) % k) * (m + 3);                                           \
+                memcpy(ga + off[p], ap + p * m, (size_t)m * sizeof(T));                     \
+            }                                                                               \
+            if (k % 7 == 0) /* p * 7 % k would repeat: keep the plain order */              \
+                for (p = 0; p < k; p++) {                                                   \
+                    off[p] = p * (m + 3);                                                   \
+                    memcpy(ga + off[p], ap + p * m, (size_t)m * sizeof(T));                 \
+                }                                                                           \
+            memcpy(part, c0, nc * sizeof(T));                                               \
+            cyconv_##SFX##gemm_gathered(n, k, ga, off, bp, beta, part, ldc);                \
+            if (memcmp(part, c, nc * sizeof(T)))                                            \
+                fail("gathered A differs", dtype, ta, tb, m, n, k, beta);                   \
+            free(off); free(ga);                                                            \
+        }                                                                                   \
         free(ap); free(bp);                                                                 \
     }                                                                                       \
     /* rows [s, s + r) alone, and columns [0, r) alone: same bits */                        \
@@ -136,13 +154,18 @@ static void check_##SFX(char ta, char tb, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                   cyconv_##SFX##gemm_min_workspace_bytes())                 \
           : cyconv_##SFX##gemm(ta, tb, m, n, k, a, lda, b, ldb, beta, out, ldc))
 
+#define CG_MR_OF(SFX) CG_MR_OF_##SFX
+#define CG_MR_OF_s CYCONV_SGEMM_MR
+#define CG_MR_OF_d CYCONV_DGEMM_MR
+
 DEFINE_CHECK(float, s, 1.1920928955078125e-07)
 DEFINE_CHECK(double, d, 2.220446049250313e-16)
 
 #define SIZES(MR, NR, KC, MC, NC)                                                           \
     { {1, 1, 1}, {(MR) - 1, (NR) - 1, (KC) - 1}, {(MR) + 1, (NR) + 1, (KC) + 1},              \
       {(MR), (NR), (KC)}, {2 * (MR) + 3, 3 * (NR) - 1, 2 * (KC) + 5}, {(MC) + 1, 7, 19},     \
-      {5, (NC) + 1, 3}, {0, 4, 3}, {4, 0, 3}, {4, 3, 0}, {37, 19, 150} }
+      {5, (NC) + 1, 3}, {0, 4, 3}, {4, 0, 3}, {4, 3, 0}, {37, 19, 150},                     \
+      {(MR), 2 * (NR) + 3, 2 * (KC) + 5}, {(MR), 3, 150} }
 
 int main(void)
 {

@@ -208,14 +208,15 @@ def _winograd_conv(x, w, b, out_shape, pad_top, pad_left, groups, n_threads):
 
 # The batch-in-lanes GEMM forward (``_conv.conv2d_forward_lanes``: bitwise the
 # im2col forward's result) where im2col's short rows cost the most: float32,
-# stride 1, kernels larger than 1x1, at least one full A panel of images, output planes of at most
-# LANES_MAX_PIXELS and at least LANES_MIN_TAPS taps per output.  Measured
-# in-process against the im2col forward, 2 threads (docs/performance.md,
-# "Batch in the lanes"): time ratio 0.64 (64x64x8x8, 3x3 p1), 0.79 (LeNet
-# conv2, batch 64), 0.81 (batch 32), 0.85 (64x16x16x16, 3x3 p1), 0.98 (5x5, 144
-# pixels); slower on larger planes (CIFAR 32x32: 1.25, strided 64x64: 1.52),
-# with 25 taps (the book conv: 1.94), with fewer images than a panel (1.16) and
-# mixed in float64 (0.83-1.41); 1x1 kernels keep their im2col-free GEMM (1.81).
+# stride 1, kernels larger than 1x1, at least one full A panel of images,
+# output planes of at most LANES_MAX_PIXELS and at least LANES_MIN_TAPS taps
+# per output.  Measured in-process against the im2col forward, 2 threads
+# (docs/performance.md, "Batch in the lanes"): time ratio 0.72 (LeNet conv2,
+# batch 64 and 32), 0.73 (64x64x8x8, 3x3 p1), 0.83 (64x16x16x16, 3x3 p1), 0.90
+# (5x5, 144 pixels); slower on larger planes (CIFAR 32x32: 1.25, strided 64x64:
+# 1.52), with 25 taps (the book conv: 1.94), with fewer images than a panel
+# (1.16), for 1x1 kernels, which keep their im2col-free GEMM (1.81), and in
+# float64 on all but LeNet (1.06-1.10).
 LANES_MAX_PIXELS = 256
 LANES_MIN_TAPS = 64
 

@@ -112,6 +112,9 @@
  * Rows (columns) past m (n) only meet discarded results: pack_a / pack_b
  * write zeros there, a caller's own packing must write finite values (an
  * uninitialised subnormal would only cost time, never a wrong bit).
+ * cyconv_?gemm_gathered takes an A of exactly MR rows whose column p is
+ * the MR contiguous values at a + off[p] (the conv's batch-in-lanes panel:
+ * no packing at all), with gemm_packed's k blocks and kernel operations.
  *
  * Arguments are validated like BLAS (transposes, m, n, k >= 0, leading
  * dimensions >= max(1, rows)); dimensions are ptrdiff_t, so the caller's

@@ -50,7 +50,7 @@
 #endif
 #define CG_K_DECLARE(j, i) CG_VEC acc##j##i = CG_ZERO();
 #define CG_K_DECLARE_COLUMN(j) CG_EACH_I(CG_K_DECLARE, j)
-#define CG_K_LOAD_A(j, i) CG_VEC av##i = CG_LOAD(ap + i * CG_VLEN);
+#define CG_K_LOAD_A(j, i) CG_VEC av##i = CG_LOAD(ap_p + i * CG_VLEN);
 #define CG_K_MADD(j, i) acc##j##i = CG_MADD(av##i, bj, acc##j##i);
 #define CG_K_MADD_COLUMN(j) bj = CG_BCAST(bp + j); CG_EACH_I(CG_K_MADD, j)
 #define CG_K_STORE(j, i) CG_STORE(c + j * ldc + i * CG_VLEN, acc##j##i);
@@ -58,15 +58,18 @@
 #define CG_K_ADD(j, i) CG_STORE(c + j * ldc + i * CG_VLEN, \
                                 CG_ADD(CG_LOAD(c + j * ldc + i * CG_VLEN), acc##j##i));
 #define CG_K_ADD_COLUMN(j) CG_EACH_I(CG_K_ADD, j)
-/* The kernel's body, for the CG_EACH_I defined where it is expanded. */
-#define CG_KERNEL_BODY                          \
+/* The kernel's body, for the CG_EACH_I defined where it is expanded: A's
+ * column p at A_AT (a packed panel's ap, or a gathered panel's a + off[p]),
+ * then A_NEXT. */
+#define CG_KERNEL_BODY_A(A_AT, A_NEXT)          \
     ptrdiff_t p;                                \
     CG_EACH_J(CG_K_DECLARE_COLUMN)              \
     for (p = 0; p < kc; p++) {                  \
         CG_VEC bj;                              \
+        const CG_T *ap_p = (A_AT);              \
         CG_EACH_I(CG_K_LOAD_A, _)               \
         CG_EACH_J(CG_K_MADD_COLUMN)             \
-        ap += CG_MR;                            \
+        A_NEXT;                                 \
         bp += CG_NR;                            \
     }                                           \
     if (accumulate) {                           \
@@ -74,6 +77,7 @@
     } else {                                    \
         CG_EACH_J(CG_K_STORE_COLUMN)            \
     }
+#define CG_KERNEL_BODY CG_KERNEL_BODY_A(ap, ap += CG_MR)
 
 #define CG_EACH_I(X, j) CG_CAT(CG_EACH_I_, CG_MRV)(X, j)
 static inline void CG_LOCAL(_kernel)(ptrdiff_t kc, const CG_T *CYCONV_GEMM_RESTRICT ap,
@@ -81,6 +85,16 @@ static inline void CG_LOCAL(_kernel)(ptrdiff_t kc, const CG_T *CYCONV_GEMM_RESTR
                                      ptrdiff_t ldc, int accumulate)
 {
     CG_KERNEL_BODY
+}
+
+/* The same kernel on a gathered A panel: column p is the MR contiguous values at
+ * a + off[p] (no packing; every operation as the packed kernel's). */
+static inline void CG_LOCAL(_gathered_kernel)(ptrdiff_t kc, const CG_T *a,
+                                              const ptrdiff_t *CYCONV_GEMM_RESTRICT off,
+                                              const CG_T *CYCONV_GEMM_RESTRICT bp, CG_T *c,
+                                              ptrdiff_t ldc, int accumulate)
+{
+    CG_KERNEL_BODY_A(a + off[p], (void)0)
 }
 #undef CG_EACH_I
 
@@ -119,6 +133,7 @@ static inline void CG_LOCAL(_half_kernel)(ptrdiff_t kc, const CG_T *CYCONV_GEMM_
 #undef CG_K_ADD
 #undef CG_K_ADD_COLUMN
 #undef CG_KERNEL_BODY
+#undef CG_KERNEL_BODY_A
 
 /* An edge tile (mr < MR or nr < NR valid rows / columns): a kernel into a
  * local tile, then the valid part is stored, or added to C in the same
@@ -357,6 +372,49 @@ static inline void CG_PUBLIC(gemm_packed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                     CG_LOCAL(_tile)(kc, ap + ir * k + pc * CG_MR, bj, c + ir + jr * ldc, ldc,
                                     add, CG_MIN(CG_MR, m - ir), nr);
             }
+        }
+    }
+}
+
+/* C (MR x n, ldc >= MR) = A @ B (beta == 0) or C + A @ B for a gathered A of
+ * exactly MR rows, column p the MR contiguous values at a + off[p] (the conv's
+ * batch-in-lanes panel, which then needs no packing), and a packed B:
+ * gemm_packed's k blocks and operations, so bitwise its result for that A. */
+static inline void CG_PUBLIC(gemm_gathered)(ptrdiff_t n, ptrdiff_t k, const CG_T *a,
+                                            const ptrdiff_t *CYCONV_GEMM_RESTRICT off,
+                                            const CG_T *CYCONV_GEMM_RESTRICT bp, CG_T beta,
+                                            CG_T *c, ptrdiff_t ldc)
+{
+    CG_T tile[CG_MR * CG_NR] CYCONV_GEMM_ALIGNED(CYCONV_GEMM_ALIGN);
+    ptrdiff_t k_block, pc, jr, i, j;
+    int accumulate = beta != 0;
+    if (n <= 0)
+        return;
+    if (k <= 0) {
+        if (!accumulate)
+            for (j = 0; j < n; j++)
+                for (i = 0; i < CG_MR; i++)
+                    c[i + j * ldc] = 0;
+        return;
+    }
+    k_block = CG_LOCAL(_k_block)(k);
+    for (pc = 0; pc < k; pc += k_block) {
+        ptrdiff_t kc = CG_MIN(k_block, k - pc);
+        int add = accumulate || pc > 0;
+        for (jr = 0; jr < n; jr += CG_NR) {
+            ptrdiff_t nr = CG_MIN(CG_NR, n - jr);
+            const CG_T *bj = bp + jr * k + pc * CG_NR;
+            CG_T *cj = c + jr * ldc;
+            if (nr == CG_NR) {
+                CG_LOCAL(_gathered_kernel)(kc, a, off + pc, bj, cj, ldc, add);
+                continue;
+            }
+            /* the edge of n: as _edge_kernel, through a local tile */
+            CG_LOCAL(_gathered_kernel)(kc, a, off + pc, bj, tile, CG_MR, 0);
+            for (j = 0; j < nr; j++)
+                for (i = 0; i < CG_MR; i++)
+                    cj[i + j * ldc] = add ? cj[i + j * ldc] + tile[i + j * CG_MR]
+                                          : tile[i + j * CG_MR];
         }
     }
 }
