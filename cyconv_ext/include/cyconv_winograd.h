@@ -8,9 +8,10 @@
  * - Entry points: cols (value i of item t at s[i*ss + t]), row (along one row
  *   of pixels, tiles every m; the last stage of a tile, so it also marks a
  *   non-finite tile in flag) and output row (interleaved stores straight into
- *   y, plus the bias).  The B^T row kernel is written for 8 tiles at once with
- *   GCC vector shuffles, because overlapping tiles defeat the loop vectoriser;
- *   it reads up to 2 elements past the row (the caller reserves them).
+ *   y, plus the bias).  The B^T and A row kernels are written for 8 tiles at
+ *   once with GCC vector shuffles, because the loop vectoriser leaves such
+ *   rows scalar (overlapping tiles for B^T, runs of 8 for both); B^T reads up
+ *   to 2 elements past the row (the caller reserves them).
  * - Every output's arithmetic is the scalar definition's, operand by operand
  *   (-ffp-contract=off): vectorising changes no bit.
  * - One C-macro instantiation per dtype (cyconv_winograd_impl.h: CW_T, CW_SFX),
