@@ -67,6 +67,8 @@ cdef extern from "include/cyconv_im2col.h" nogil:
                             Py_ssize_t rows, Py_ssize_t n)
     void cyconv_copy_rows_d(const double* src, Py_ssize_t src_rs, Py_ssize_t sw, double* dst,
                             Py_ssize_t rows, Py_ssize_t n)
+    void cyconv_copy_run_s2_f(const float* s, float* d, Py_ssize_t n)
+    void cyconv_copy_run_s2_d(const double* s, double* d, Py_ssize_t n)
     void cyconv_add_rows_f(const float* src, float* dst, Py_ssize_t dst_rs, Py_ssize_t sw,
                            Py_ssize_t rows, Py_ssize_t n)
     void cyconv_add_rows_d(const double* src, double* dst, Py_ssize_t dst_rs, Py_ssize_t sw,
@@ -90,6 +92,13 @@ cdef inline void _copy_rows(const floating_t* src, index_t src_rs, index_t sw, f
             cyconv_copy_rows_d(src, src_rs, 2, dst, rows, n)
         else:
             cyconv_copy_rows_d(src, src_rs, sw, dst, rows, n)
+
+
+cdef inline void _copy_run_s2(const floating_t* s, floating_t* d, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_copy_run_s2_f(s, d, n)
+    else:
+        cyconv_copy_run_s2_d(s, d, n)
 
 
 cdef inline void _add_rows(const floating_t* src, floating_t* dst, index_t dst_rs, index_t sw,
@@ -169,6 +178,8 @@ cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
                     if SW == 1:     # a plain loop: rows are often too short for memcpy
                         for ox in range(lo, hi):
                             d[ox] = xr[ox + ix0]
+                    elif SW == 2 and hi > lo:
+                        _copy_run_s2(xr + lo * 2 + ix0, d + lo, hi - lo)
                     else:
                         for ox in range(lo, hi):
                             d[ox] = xr[ox * SW + ix0]

@@ -176,6 +176,14 @@ def test_conv_row_blocking_and_single_slot(monkeypatch):
     ((2, 3, 11, 10), (5, 3, 3, 2), 2, (2, 1), (1, 2), 1),  # stride, dilation
     ((2, 16, 7, 9), (5, 16, 1, 1), 1, 0, 1, 1),      # 1x1: the input plane is packed
     ((1, 2, 40, 37), (3, 2, 3, 3), 1, 1, 1, 1),      # one image, rows cut for the cores
+    # stride-2 runs (vector pairs compressed to even lanes, the last block masked) of
+    # 7, 8, 9, 16, 17 and 32 pixels, padded (per-row path) and unpadded (block copy)
+    ((1, 2, 5, 16), (3, 2, 3, 3), 2, 1, 1, 1),
+    ((1, 2, 5, 17), (3, 2, 3, 3), 2, 1, 1, 1),
+    ((1, 2, 5, 32), (3, 2, 3, 3), 2, 1, 1, 1),
+    ((1, 2, 5, 35), (3, 2, 3, 3), 2, 1, 1, 1),
+    ((2, 2, 7, 19), (3, 2, 3, 3), 2, 0, 1, 1),
+    ((2, 2, 7, 66), (3, 2, 3, 3), 2, 0, 1, 1),
 ])
 @pytest.mark.parametrize("cap", [None, 1])
 def test_gemm_convolution_is_bitwise_the_gemm_of_its_im2col(monkeypatch, dtype, xs, ws, stride,

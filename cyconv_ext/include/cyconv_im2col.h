@@ -10,8 +10,10 @@
  *   are neither read nor written, so a run ending at an array's last element
  *   reads nothing past it.  Exact copies, no arithmetic: every variant gives
  *   the same bits.
- * - Strided runs (a stride-2 convolution) and col2im's additions stay plain C
- *   loops over restrict pointers (no alias test, so GCC vectorises what it can).
+ * - Stride-2 runs (a stride-2 convolution) are pairs of vector loads compressed
+ *   to their even lanes (AVX-512 vpermt2ps / AVX2 shuffles), the last block's
+ *   loads masked; other strides and col2im's additions stay plain C loops over
+ *   restrict pointers (no alias test, so GCC vectorises what it can).
  * - im2col writes a plain K x pixels matrix that the GEMM's pack_a then copies
  *   into panels: writing the panels directly (runs cut at every MR pixels)
  *   measured slower on LeNet's conv2 (docs/performance.md).
@@ -87,6 +89,70 @@ static inline void cyconv_copy_run_d(const double *CYCONV_IM2COL_RESTRICT s,
 #endif
 }
 
+/* d[0:n] = s[0:2n:2] (a stride-2 convolution's run; distinct buffers): pairs of
+   vectors compressed to their even lanes.  Reads only s[0 .. 2n - 2]: the last
+   block's loads are masked (an exact copy: every variant gives the same bits). */
+static inline void cyconv_copy_run_s2_f(const float *CYCONV_IM2COL_RESTRICT s,
+                                        float *CYCONV_IM2COL_RESTRICT d, ptrdiff_t n)
+{
+#if defined(__AVX512F__)
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24,
+                                           26, 28, 30);
+    for (; n > 16; n -= 16, s += 32, d += 16)   /* s[32] is read next: s[31] exists */
+        _mm512_storeu_ps(d, _mm512_permutex2var_ps(_mm512_loadu_ps(s), even,
+                                                   _mm512_loadu_ps(s + 16)));
+    if (n > 0) {
+        ptrdiff_t used = 2 * n - 1;              /* s[0 .. used - 1] */
+        __mmask16 m0 = used >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << used) - 1);
+        __mmask16 m1 = used > 16 ? (__mmask16)((1u << (used - 16)) - 1) : (__mmask16)0;
+        __m512 r = _mm512_permutex2var_ps(_mm512_maskz_loadu_ps(m0, s), even,
+                                          _mm512_maskz_loadu_ps(m1, s + 16));
+        _mm512_mask_storeu_ps(d, (__mmask16)((1u << n) - 1), r);
+    }
+#elif defined(__AVX2__)
+    for (; n > 8; n -= 8, s += 16, d += 8) {
+        __m256 t = _mm256_shuffle_ps(_mm256_loadu_ps(s), _mm256_loadu_ps(s + 8),
+                                     _MM_SHUFFLE(2, 0, 2, 0));   /* a0 a2 b0 b2 a4 a6 b4 b6 */
+        _mm256_storeu_ps(d, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(t),
+                                                                   _MM_SHUFFLE(3, 1, 2, 0))));
+    }
+    for (ptrdiff_t i = 0; i < n; i++)
+        d[i] = s[2 * i];
+#else
+    for (ptrdiff_t i = 0; i < n; i++)
+        d[i] = s[2 * i];
+#endif
+}
+
+static inline void cyconv_copy_run_s2_d(const double *CYCONV_IM2COL_RESTRICT s,
+                                        double *CYCONV_IM2COL_RESTRICT d, ptrdiff_t n)
+{
+#if defined(__AVX512F__)
+    const __m512i even = _mm512_setr_epi64(0, 2, 4, 6, 8, 10, 12, 14);
+    for (; n > 8; n -= 8, s += 16, d += 8)
+        _mm512_storeu_pd(d, _mm512_permutex2var_pd(_mm512_loadu_pd(s), even,
+                                                   _mm512_loadu_pd(s + 8)));
+    if (n > 0) {
+        ptrdiff_t used = 2 * n - 1;
+        __mmask8 m0 = used >= 8 ? (__mmask8)0xFF : (__mmask8)((1u << used) - 1);
+        __mmask8 m1 = used > 8 ? (__mmask8)((1u << (used - 8)) - 1) : (__mmask8)0;
+        __m512d r = _mm512_permutex2var_pd(_mm512_maskz_loadu_pd(m0, s), even,
+                                           _mm512_maskz_loadu_pd(m1, s + 8));
+        _mm512_mask_storeu_pd(d, (__mmask8)((1u << n) - 1), r);
+    }
+#elif defined(__AVX2__)
+    for (; n > 4; n -= 4, s += 8, d += 4) {
+        __m256d t = _mm256_unpacklo_pd(_mm256_loadu_pd(s), _mm256_loadu_pd(s + 4));
+        _mm256_storeu_pd(d, _mm256_permute4x64_pd(t, _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    for (ptrdiff_t i = 0; i < n; i++)
+        d[i] = s[2 * i];
+#else
+    for (ptrdiff_t i = 0; i < n; i++)
+        d[i] = s[2 * i];
+#endif
+}
+
 /* rows x n block copy: row r of dst (stride n) = src[r * src_rs + i * sw] */
 #define CYCONV_COPY_ROWS(T, SFX)                                                      \
 static inline void cyconv_copy_rows_##SFX(const T *CYCONV_IM2COL_RESTRICT src,        \
@@ -99,6 +165,10 @@ static inline void cyconv_copy_rows_##SFX(const T *CYCONV_IM2COL_RESTRICT src,  
         T *CYCONV_IM2COL_RESTRICT d = dst + r * n;                                    \
         if (sw == 1) {                                                                \
             cyconv_copy_run_##SFX(s, d, n);                                           \
+            continue;                                                                 \
+        }                                                                             \
+        if (sw == 2) {                                                                \
+            cyconv_copy_run_s2_##SFX(s, d, n);                                        \
             continue;                                                                 \
         }                                                                             \
         for (ptrdiff_t i = 0; i < n; i++)                                             \
