@@ -8,6 +8,7 @@ DW_SLOT_CAP: int
 MAX_SLOTS: int
 MIN_WORK_ITEMS: int
 LANE_PANEL: dict[int, int]
+LANES_RESULT_CAP: int
 
 def conv2d_forward(
     x: npt.NDArray[np.floating],

@@ -335,6 +335,8 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
 cdef float _f32 = 0
 cdef double _f64 = 0
 LANE_PANEL = {4: gemm_mr(&_f32), 8: gemm_mr(&_f64)}
+# Elements of one item's results before they are written to y (a block of rows).
+LANES_RESULT_CAP = 1 << 16
 
 
 cdef inline void _pack_lanes(floating_t* ap, const floating_t* src, const index_t* off,
@@ -360,7 +362,9 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
     (gemm_gathered; a part panel is packed); y's MR x OCg block of that pixel is
     W's packed B times it.  Same B, same tap order, same
     GEMM: each output is the same sum as the im2col path's.  Items (group, panel
-    of images, output row) own y[those images, group's channels, that row]."""
+    of images, block of output rows) own y[those images, group's channels, those
+    rows]; a block's results are gathered first, then written a channel's rows at a
+    time (contiguous in y)."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
     cdef window_geom g = make_window_geom(geom, x.shape[2], x.shape[3], y.shape[2], y.shape[3])
     cdef index_t Cg = C // groups, OCg = OC // groups, P = g.OH * g.OW
@@ -371,11 +375,15 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
     cdef index_t plane = Hp * Wp * N
     cdef floating_t* tp = NULL     # selects the dtype of the size helpers
     cdef index_t mr = gemm_mr(tp), npan = (N + mr - 1) // mr
-    cdef index_t items = groups * npan * g.OH
-    cdef index_t bsz = packed_b_elems(tp, K, OCg), apsz = packed_a_elems(tp, mr, K)
-    cdef index_t per_thread = apsz + mr * OCg * g.OW
-    cdef index_t r, c, ky, kx, k, q, iy, lo, hi, n, it, gi, pan, oy, ox, n0, mv, i, o, tid
-    cdef int nt = <int>max(1, min(<index_t>n_threads, items))
+    # output rows per item: the block's results (mr x OCg per pixel) within
+    # LANES_RESULT_CAP elements, blocks of near-equal size
+    cdef index_t rb = max(1, min(g.OH, LANES_RESULT_CAP // max(1, mr * OCg * g.OW)))
+    cdef index_t nrb = (g.OH + rb - 1) // rb
+    cdef index_t items, bsz = packed_b_elems(tp, K, OCg), apsz = packed_a_elems(tp, mr, K)
+    cdef index_t per_thread
+    cdef index_t r, c, ky, kx, k, q, iy, lo, hi, n, it, gi, pan, oy, oy0, oy1, ox, n0, mv, i, o
+    cdef index_t tid, pb
+    cdef int nt
     cdef floating_t* xt
     cdef floating_t* wp
     cdef floating_t* ws
@@ -386,6 +394,11 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
     cdef floating_t* yo
     cdef const floating_t* src
     cdef floating_t bo
+    rb = (g.OH + nrb - 1) // nrb
+    nrb = (g.OH + rb - 1) // rb
+    items = groups * npan * nrb
+    per_thread = apsz + mr * OCg * rb * g.OW
+    nt = <int>max(1, min(<index_t>n_threads, items))
     if items == 0 or P == 0 or OCg == 0:
         return
     xt = <floating_t*>malloc(max(1, C * plane) * sizeof(floating_t))
@@ -425,36 +438,41 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
             for gi in prange(groups, schedule="static", num_threads=nt):
                 pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
             for it in prange(items, schedule="static", num_threads=nt):
-                gi = it // (npan * g.OH)
-                pan = (it // g.OH) % npan
-                oy = it % g.OH
+                gi = it // (npan * nrb)
+                pan = (it // nrb) % npan
+                oy0 = (it % nrb) * rb
+                oy1 = min(oy0 + rb, g.OH)
+                pb = (oy1 - oy0) * g.OW
                 n0 = pan * mr
                 mv = min(mr, N - n0)
                 tid = omp_get_thread_num()
                 ap = ws + tid * per_thread
                 ct = ap + apsz
-                for ox in range(g.OW):
-                    src = xt + gi * Cg * plane + (oy * g.SH * Wp + ox * g.SW) * N + n0
-                    # column-major (mv x OCg, ld OW*mr) = A (mv x K) @ W_g^T: the
-                    # row's results at ct[o, ox, i], so that y's rows are written whole;
-                    # a full panel is read in place (tap k's images at src + off[k])
-                    if mv == mr:
-                        gemm_gathered(OCg, K, src, off, wp + gi * bsz, 0, ct + ox * mr,
-                                      g.OW * mr)
-                    else:
-                        _pack_lanes(ap, src, off, K, mv)
-                        gemm_packed(mv, OCg, K, ap, wp + gi * bsz, 0, ct + ox * mr, g.OW * mr)
+                for oy in range(oy0, oy1):
+                    for ox in range(g.OW):
+                        src = xt + gi * Cg * plane + (oy * g.SH * Wp + ox * g.SW) * N + n0
+                        # column-major (mv x OCg, ld pb*mr) = A (mv x K) @ W_g^T: the
+                        # block's results at ct[o, pixel, i], so that y's rows are
+                        # written whole; a full panel is read in place (tap k's images
+                        # at src + off[k])
+                        q = ((oy - oy0) * g.OW + ox) * mr
+                        if mv == mr:
+                            gemm_gathered(OCg, K, src, off, wp + gi * bsz, 0, ct + q, pb * mr)
+                        else:
+                            _pack_lanes(ap, src, off, K, mv)
+                            gemm_packed(mv, OCg, K, ap, wp + gi * bsz, 0, ct + q, pb * mr)
                 for o in range(OCg):
                     for i in range(mv):
-                        yo = &y[n0 + i, gi * OCg + o, oy, 0]
-                        src = ct + o * g.OW * mr + i
+                        # the block's rows of y[n0 + i, channel] are contiguous
+                        yo = &y[n0 + i, gi * OCg + o, oy0, 0]
+                        src = ct + o * pb * mr + i
                         if has_bias:
                             bo = bias[gi * OCg + o]
-                            for ox in range(g.OW):
-                                yo[ox] = src[ox * mr] + bo
+                            for q in range(pb):
+                                yo[q] = src[q * mr] + bo
                         else:
-                            for ox in range(g.OW):
-                                yo[ox] = src[ox * mr]
+                            for q in range(pb):
+                                yo[q] = src[q * mr]
     finally:
         free(xt)
         free(wp)

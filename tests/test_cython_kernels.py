@@ -540,11 +540,16 @@ def test_relu_parity_special_values_and_threads(monkeypatch, dtype, size):
     ((5, 3, 7, 7), (4, 3, 3, 3), 1, 1, 1, 1),         # fewer images than a panel
     ((33, 2, 6, 5), (3, 2, 1, 1), 1, (0, 1), 1, 1),   # 1x1 with padding
 ])
-def test_batch_in_lanes_forward_is_bitwise_the_im2col_forward(dtype, xs, ws, stride, padding,
-                                                              dilation, groups):
+@pytest.mark.parametrize("result_cap", [None, 1])
+def test_batch_in_lanes_forward_is_bitwise_the_im2col_forward(monkeypatch, dtype, xs, ws, stride,
+                                                              padding, dilation, groups,
+                                                              result_cap):
     """conv2d_forward_lanes (images in the GEMM's rows, no im2col) computes every
     output by the same sum as the im2col forward, which the test above pins to the
-    GEMM of the explicit im2col: bitwise equal, with and without bias, any threads."""
+    GEMM of the explicit im2col: bitwise equal, with and without bias, any threads,
+    whatever the row blocks (result_cap=1: one output row per item)."""
+    if result_cap is not None:
+        monkeypatch.setattr(_conv, "LANES_RESULT_CAP", result_cap)
     rng = np.random.default_rng(12)
     geom = resolve_geometry(xs[2:], ws[2:], stride=stride, padding=padding, dilation=dilation,
                             rounding="floor")
