@@ -135,22 +135,12 @@ static inline void CG_LOCAL(_half_kernel)(ptrdiff_t kc, const CG_T *CYCONV_GEMM_
 #undef CG_KERNEL_BODY
 #undef CG_KERNEL_BODY_A
 
-/* An edge tile (mr < MR or nr < NR valid rows / columns): a kernel into a
- * local tile, then the valid part is stored, or added to C in the same
- * operand order as the kernel's vector add. */
-static inline void CG_LOCAL(_edge_kernel)(ptrdiff_t kc, const CG_T *CYCONV_GEMM_RESTRICT ap,
-                                          const CG_T *CYCONV_GEMM_RESTRICT bp, CG_T *c,
-                                          ptrdiff_t ldc, int accumulate, ptrdiff_t mr,
-                                          ptrdiff_t nr)
+/* C's mr x nr corner (column stride ldc) = tile (column stride MR), or
+ * C + tile in the same operand order as the kernel's vector add. */
+static inline void CG_LOCAL(_store_tile)(const CG_T *tile, CG_T *c, ptrdiff_t ldc,
+                                         int accumulate, ptrdiff_t mr, ptrdiff_t nr)
 {
-    CG_T tile[CG_MR * CG_NR] CYCONV_GEMM_ALIGNED(CYCONV_GEMM_ALIGN);
     ptrdiff_t i, j;
-#if CG_HALF_MR
-    if (mr <= CG_HALF_MR)
-        CG_LOCAL(_half_kernel)(kc, ap, bp, tile, CG_MR, 0);
-    else
-#endif
-        CG_LOCAL(_kernel)(kc, ap, bp, tile, CG_MR, 0);
     for (j = 0; j < nr; j++) {
         CG_T *cj = c + j * ldc;
         const CG_T *tj = tile + j * CG_MR;
@@ -161,6 +151,35 @@ static inline void CG_LOCAL(_edge_kernel)(ptrdiff_t kc, const CG_T *CYCONV_GEMM_
             for (i = 0; i < mr; i++)
                 cj[i] = tj[i];
     }
+}
+
+/* k = 0: C = beta * C, i.e. zeros (beta == 0) or C unchanged. */
+static inline void CG_LOCAL(_empty_k)(int accumulate, ptrdiff_t m, ptrdiff_t n, CG_T *c,
+                                      ptrdiff_t ldc)
+{
+    ptrdiff_t i, j;
+    if (!accumulate)
+        for (j = 0; j < n; j++)
+            for (i = 0; i < m; i++)
+                c[i + j * ldc] = 0;
+}
+
+/* An edge tile (mr < MR or nr < NR valid rows / columns): a kernel into a
+ * local tile, then the valid part is stored, or added to C in the same
+ * operand order as the kernel's vector add. */
+static inline void CG_LOCAL(_edge_kernel)(ptrdiff_t kc, const CG_T *CYCONV_GEMM_RESTRICT ap,
+                                          const CG_T *CYCONV_GEMM_RESTRICT bp, CG_T *c,
+                                          ptrdiff_t ldc, int accumulate, ptrdiff_t mr,
+                                          ptrdiff_t nr)
+{
+    CG_T tile[CG_MR * CG_NR] CYCONV_GEMM_ALIGNED(CYCONV_GEMM_ALIGN);
+#if CG_HALF_MR
+    if (mr <= CG_HALF_MR)
+        CG_LOCAL(_half_kernel)(kc, ap, bp, tile, CG_MR, 0);
+    else
+#endif
+        CG_LOCAL(_kernel)(kc, ap, bp, tile, CG_MR, 0);
+    CG_LOCAL(_store_tile)(tile, c, ldc, accumulate, mr, nr);
 }
 
 /* One tile: the full kernel straight into C, else the edge path. */
@@ -346,15 +365,12 @@ static inline void CG_PUBLIC(gemm_packed)(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
                                    const CG_T *CYCONV_GEMM_RESTRICT bp, CG_T beta, CG_T *c,
                                    ptrdiff_t ldc)
 {
-    ptrdiff_t k_block, pc, ic, jr, ir, i, j;
+    ptrdiff_t k_block, pc, ic, jr, ir;
     int accumulate = beta != 0;
     if (m <= 0 || n <= 0)
         return;
     if (k <= 0) {
-        if (!accumulate)
-            for (j = 0; j < n; j++)
-                for (i = 0; i < m; i++)
-                    c[i + j * ldc] = 0;
+        CG_LOCAL(_empty_k)(accumulate, m, n, c, ldc);
         return;
     }
     k_block = CG_LOCAL(_k_block)(k);
@@ -386,15 +402,12 @@ static inline void CG_PUBLIC(gemm_gathered)(ptrdiff_t n, ptrdiff_t k, const CG_T
                                             CG_T *c, ptrdiff_t ldc)
 {
     CG_T tile[CG_MR * CG_NR] CYCONV_GEMM_ALIGNED(CYCONV_GEMM_ALIGN);
-    ptrdiff_t k_block, pc, jr, i, j;
+    ptrdiff_t k_block, pc, jr;
     int accumulate = beta != 0;
     if (n <= 0)
         return;
     if (k <= 0) {
-        if (!accumulate)
-            for (j = 0; j < n; j++)
-                for (i = 0; i < CG_MR; i++)
-                    c[i + j * ldc] = 0;
+        CG_LOCAL(_empty_k)(accumulate, CG_MR, n, c, ldc);
         return;
     }
     k_block = CG_LOCAL(_k_block)(k);
@@ -411,10 +424,7 @@ static inline void CG_PUBLIC(gemm_gathered)(ptrdiff_t n, ptrdiff_t k, const CG_T
             }
             /* the edge of n: as _edge_kernel, through a local tile */
             CG_LOCAL(_gathered_kernel)(kc, a, off + pc, bj, tile, CG_MR, 0);
-            for (j = 0; j < nr; j++)
-                for (i = 0; i < CG_MR; i++)
-                    cj[i + j * ldc] = add ? cj[i + j * ldc] + tile[i + j * CG_MR]
-                                          : tile[i + j * CG_MR];
+            CG_LOCAL(_store_tile)(tile, cj, ldc, add, CG_MR, nr);
         }
     }
 }

@@ -29,8 +29,12 @@ enum { CYCONV_WINO_INPUT = 0, CYCONV_WINO_GRAD = 1, CYCONV_WINO_OUTPUT = 2 };
 
 #if defined(__GNUC__)
 #define CW_RESTRICT __restrict__
+/* the 8-tile row kernels stay inside the transform loops (GCC's size limit
+   would otherwise call them once per row) */
+#define CW_ALWAYS_INLINE inline __attribute__((always_inline))
 #else
 #define CW_RESTRICT
+#define CW_ALWAYS_INLINE inline
 #endif
 
 /* ---- the arithmetic, once: for scalars and GCC vectors, both dtypes ------

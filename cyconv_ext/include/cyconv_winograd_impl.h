@@ -19,6 +19,48 @@ static inline void CW_SFX(cw_bt4_kernel)(
                d0[t], d1[t], d2[t], d3[t], d4[t], d5[t]);
 }
 
+#ifdef CW_V8
+/* The 32 values at s split into the row's 4 phases: a_j[i] = s[4i + j] (8 tiles
+   of 4 pixels), by GCC vector shuffles (a pure data movement). */
+static CW_ALWAYS_INLINE void CW_SFX(cw_split4)(const CW_T* s, CW_V8* a0, CW_V8* a1, CW_V8* a2,
+                                     CW_V8* a3)
+{
+    const CW_I8 lo = {0, 4, 8, 12, 1, 5, 9, 13}, hi = {2, 6, 10, 14, 3, 7, 11, 15};
+    const CW_I8 first = {0, 1, 2, 3, 8, 9, 10, 11}, second = {4, 5, 6, 7, 12, 13, 14, 15};
+    CW_V8 x[4], y0, y1, y2, y3;
+    for (int i = 0; i < 4; i++)
+        memcpy(&x[i], s + 8 * i, sizeof(CW_V8));
+    y0 = __builtin_shuffle(x[0], x[1], lo);
+    y1 = __builtin_shuffle(x[0], x[1], hi);
+    y2 = __builtin_shuffle(x[2], x[3], lo);
+    y3 = __builtin_shuffle(x[2], x[3], hi);
+    *a0 = __builtin_shuffle(y0, y2, first);
+    *a1 = __builtin_shuffle(y0, y2, second);
+    *a2 = __builtin_shuffle(y1, y3, first);
+    *a3 = __builtin_shuffle(y1, y3, second);
+}
+
+/* The last stage of 8 tiles t.. of a row kernel: the finiteness mark into
+   flag, the 6 outputs into their rows. */
+static CW_ALWAYS_INLINE void CW_SFX(cw_mark_store6)(
+    ptrdiff_t t, CW_V8 r0, CW_V8 r1, CW_V8 r2, CW_V8 r3, CW_V8 r4, CW_V8 r5,
+    CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3, CW_T* CW_R d4,
+    CW_T* CW_R d5, CW_T* CW_R flag)
+{
+    const CW_T z = 0;
+    CW_V8 f;
+    memcpy(&f, flag + t, sizeof(CW_V8));
+    f = CW_MARK6(f, r0, r1, r2, r3, r4, r5);
+    memcpy(flag + t, &f, sizeof(CW_V8));
+    memcpy(d0 + t, &r0, sizeof(CW_V8));
+    memcpy(d1 + t, &r1, sizeof(CW_V8));
+    memcpy(d2 + t, &r2, sizeof(CW_V8));
+    memcpy(d3 + t, &r3, sizeof(CW_V8));
+    memcpy(d4 + t, &r4, sizeof(CW_V8));
+    memcpy(d5 + t, &r5, sizeof(CW_V8));
+}
+#endif
+
 /* B^T along a row, tiles every 4 pixels: tile t reads s[4t .. 4t + 5].
    Overlapping tiles are a pattern the loop vectoriser takes only with a
    scalar last iteration ("peeling for gaps"), which leaves a run of 8 tiles
@@ -27,43 +69,21 @@ static inline void CW_SFX(cw_bt4_kernel)(
    from s + 4 give the next tile's first two pixels.  That reads up to 2
    elements past the row's 4n + 2 (the caller's buffer holds them; they
    only reach lanes that are thrown away). */
-static inline void CW_SFX(cw_bt4_row_kernel)(
+static CW_ALWAYS_INLINE void CW_SFX(cw_bt4_row_kernel)(
     const CW_T* CW_R s, CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3,
     CW_T* CW_R d4, CW_T* CW_R d5, CW_T* CW_R flag, ptrdiff_t n)
 {
     const CW_T c2 = 2, c4 = 4, c5 = 5, z = 0;
     ptrdiff_t t = 0;
 #ifdef CW_V8
-    const CW_I8 lo = {0, 4, 8, 12, 1, 5, 9, 13}, hi = {2, 6, 10, 14, 3, 7, 11, 15};
-    const CW_I8 first = {0, 1, 2, 3, 8, 9, 10, 11}, second = {4, 5, 6, 7, 12, 13, 14, 15};
     for (; t + 8 <= n; t += 8) {
-        CW_V8 x[8], a0, a1, a2, a3, a4, a5, y0, y1, y2, y3, r0, r1, r2, r3, r4, r5;
-        for (int i = 0; i < 4; i++) {
-            memcpy(&x[i], s + 4 * t + 8 * i, sizeof(CW_V8));
-            memcpy(&x[4 + i], s + 4 * t + 4 + 8 * i, sizeof(CW_V8));
-        }
-        y0 = __builtin_shuffle(x[0], x[1], lo);
-        y1 = __builtin_shuffle(x[0], x[1], hi);
-        y2 = __builtin_shuffle(x[2], x[3], lo);
-        y3 = __builtin_shuffle(x[2], x[3], hi);
-        a0 = __builtin_shuffle(y0, y2, first);
-        a1 = __builtin_shuffle(y0, y2, second);
-        a2 = __builtin_shuffle(y1, y3, first);
-        a3 = __builtin_shuffle(y1, y3, second);
-        y0 = __builtin_shuffle(x[4], x[5], lo);
-        y2 = __builtin_shuffle(x[6], x[7], lo);
-        a4 = __builtin_shuffle(y0, y2, first);
-        a5 = __builtin_shuffle(y0, y2, second);
+        CW_V8 a0, a1, a2, a3, a4, a5, r0, r1, r2, r3, r4, r5;
+        CW_SFX(cw_split4)(s + 4 * t, &a0, &a1, &a2, &a3);
+        /* the next tile's first two pixels: phases 0 and 1 from s + 4 (the
+           unused two are dead code) */
+        CW_SFX(cw_split4)(s + 4 * t + 4, &a4, &a5, &r0, &r1);
         CW_BT4(a0, a1, a2, a3, a4, a5, r0, r1, r2, r3, r4, r5);
-        memcpy(&y0, flag + t, sizeof(CW_V8));
-        y0 = CW_MARK6(y0, r0, r1, r2, r3, r4, r5);
-        memcpy(flag + t, &y0, sizeof(CW_V8));
-        memcpy(d0 + t, &r0, sizeof(CW_V8));
-        memcpy(d1 + t, &r1, sizeof(CW_V8));
-        memcpy(d2 + t, &r2, sizeof(CW_V8));
-        memcpy(d3 + t, &r3, sizeof(CW_V8));
-        memcpy(d4 + t, &r4, sizeof(CW_V8));
-        memcpy(d5 + t, &r5, sizeof(CW_V8));
+        CW_SFX(cw_mark_store6)(t, r0, r1, r2, r3, r4, r5, d0, d1, d2, d3, d4, d5, flag);
     }
 #endif
     for (; t < n; t++) {
@@ -167,40 +187,21 @@ static inline void CW_SFX(cw_a2_kernel)(
 
 /* A along a gradient row (tiles side by side, 4 or 2 pixels each), with
    the finiteness mark of the input row kernels. */
-static inline void CW_SFX(cw_a4_row_kernel)(
+static CW_ALWAYS_INLINE void CW_SFX(cw_a4_row_kernel)(
     const CW_T* CW_R s, CW_T* CW_R d0, CW_T* CW_R d1, CW_T* CW_R d2, CW_T* CW_R d3,
     CW_T* CW_R d4, CW_T* CW_R d5, CW_T* CW_R flag, ptrdiff_t n)
 {
     const CW_T c2 = 2, c4 = 4, z = 0;
     ptrdiff_t t = 0;
 #ifdef CW_V8
-    /* 8 tiles at once, split into the row's 4 phases by cw_bt4_row_kernel's
-       shuffles (the loop vectoriser leaves a 32-pixel row scalar here too); the
-       tiles do not overlap, so it reads only the row's 4n pixels */
-    const CW_I8 lo = {0, 4, 8, 12, 1, 5, 9, 13}, hi = {2, 6, 10, 14, 3, 7, 11, 15};
-    const CW_I8 first = {0, 1, 2, 3, 8, 9, 10, 11}, second = {4, 5, 6, 7, 12, 13, 14, 15};
+    /* 8 tiles at once, split into the row's 4 phases (the loop vectoriser
+       leaves a 32-pixel row scalar here too); the tiles do not overlap, so it
+       reads only the row's 4n pixels */
     for (; t + 8 <= n; t += 8) {
-        CW_V8 x[4], a0, a1, a2, a3, y0, y1, y2, y3, r0, r1, r2, r3, r4, r5;
-        for (int i = 0; i < 4; i++)
-            memcpy(&x[i], s + 4 * t + 8 * i, sizeof(CW_V8));
-        y0 = __builtin_shuffle(x[0], x[1], lo);
-        y1 = __builtin_shuffle(x[0], x[1], hi);
-        y2 = __builtin_shuffle(x[2], x[3], lo);
-        y3 = __builtin_shuffle(x[2], x[3], hi);
-        a0 = __builtin_shuffle(y0, y2, first);
-        a1 = __builtin_shuffle(y0, y2, second);
-        a2 = __builtin_shuffle(y1, y3, first);
-        a3 = __builtin_shuffle(y1, y3, second);
+        CW_V8 a0, a1, a2, a3, r0, r1, r2, r3, r4, r5;
+        CW_SFX(cw_split4)(s + 4 * t, &a0, &a1, &a2, &a3);
         CW_A4(a0, a1, a2, a3, r0, r1, r2, r3, r4, r5);
-        memcpy(&y0, flag + t, sizeof(CW_V8));
-        y0 = CW_MARK6(y0, r0, r1, r2, r3, r4, r5);
-        memcpy(flag + t, &y0, sizeof(CW_V8));
-        memcpy(d0 + t, &r0, sizeof(CW_V8));
-        memcpy(d1 + t, &r1, sizeof(CW_V8));
-        memcpy(d2 + t, &r2, sizeof(CW_V8));
-        memcpy(d3 + t, &r3, sizeof(CW_V8));
-        memcpy(d4 + t, &r4, sizeof(CW_V8));
-        memcpy(d5 + t, &r5, sizeof(CW_V8));
+        CW_SFX(cw_mark_store6)(t, r0, r1, r2, r3, r4, r5, d0, d1, d2, d3, d4, d5, flag);
     }
 #endif
     for (; t < n; t++) {
