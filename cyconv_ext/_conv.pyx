@@ -360,8 +360,8 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
     pixel side by side.  An A panel (MR images of one output pixel, all K taps)
     is then MR contiguous values per tap, which the GEMM reads in place
     (gemm_gathered; a part panel is packed); y's MR x OCg block of that pixel is
-    W's packed B times it.  Same B, same tap order, same
-    GEMM: each output is the same sum as the im2col path's.  Items (group, panel
+    W's packed B times it.  Same B, same tap order, same GEMM: each output is
+    the same sum as the im2col path's.  Items (group, panel
     of images, block of output rows) own y[those images, group's channels, those
     rows]; a block's results are gathered first, then written a channel's rows at a
     time (contiguous in y)."""
@@ -431,9 +431,9 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
                 memset(d, 0, lo * N * sizeof(floating_t))
                 memset(d + hi * N, 0, (Wp - hi) * N * sizeof(floating_t))
                 for n in range(N):      # reads along x's rows; the writes stay in L1
-                    src = &x[n, c, iy, 0] - g.PL
+                    src = &x[n, c, iy, 0]
                     for q in range(lo, hi):
-                        d[q * N + n] = src[q]
+                        d[q * N + n] = src[q - g.PL]
             # B = W_g^T (K x OCg, column-major with ld K), packed once per call
             for gi in prange(groups, schedule="static", num_threads=nt):
                 pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
