@@ -335,21 +335,29 @@ cdef inline bint _all_zero(const floating_t* flag, index_t n) noexcept nogil:
 
 cdef inline void _input_tiles(const tiling* g, const floating_t* x_g, index_t img_stride,
                               index_t Cg, const index_t* seg, index_t ns,
-                              floating_t* R, floating_t* T, floating_t* v,
+                              floating_t* R, floating_t* T, floating_t* v, index_t vs,
                               floating_t* flag) noexcept nogil:
-    """V[xi][c][q] (xi stride Cg*TB) for the input channels of one group, block tiles q."""
+    """V[xi][c][q] (xi stride vs) for the input channels of one group, block tiles q."""
     cdef index_t c, i, TB = g.TB
     for c in range(Cg):
         for i in range(ns):
             _input_transform(g, x_g + seg[i * SEG + 1] * img_stride + c * g.H * g.W,
-                             seg + i * SEG, 1, R, T, v + c * TB, Cg * TB, flag)
+                             seg + i * SEG, 1, R, T, v + c * TB, vs, flag)
+
+
+# V[xi] and M[xi] sit XI_SKEW elements apart beyond their size: at a plain
+# Cg * TB stride (8 KiB and more, a multiple of 4 KiB) the 36 rows a tile's
+# transform reads or writes would all fall in the same L1 sets.
+cdef enum:
+    XI_SKEW = 16
 
 
 cdef index_t _per_thread(const tiling* g, index_t Cg, index_t OCg):
     """Workspace elements one thread needs: rows R and T (+ ROW_SLACK), V, M, tmp, a
     row, flags."""
     cdef index_t A2 = g.A * g.A
-    return 2 * g.A * g.RW + ROW_SLACK + A2 * (Cg + OCg) * g.TB + g.m * g.A * g.TB + g.RW + g.TB
+    return (2 * g.A * g.RW + ROW_SLACK + A2 * ((Cg + OCg) * g.TB + 2 * XI_SKEW)
+            + g.m * g.A * g.TB + g.RW + g.TB)
 
 
 def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
@@ -364,6 +372,7 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef tiling g = _make_tiling(x.shape[2], x.shape[3], y.shape[2], y.shape[3],
                                  pad_top, pad_left, m, tile_block)
     cdef index_t A2 = g.A * g.A, TB = g.TB
+    cdef index_t vs = Cg * TB + XI_SKEW, ms = OCg * TB + XI_SKEW   # V's, M's xi strides
     cdef index_t T = N * g.tiles, nblk = (T + TB - 1) // TB, items = groups * nblk
     cdef floating_t* tp = NULL     # selects the dtype of the size helpers
     cdef index_t bsz = packed_b_elems(tp, Cg, OCg), apsz = packed_a_elems(tp, TB, Cg)
@@ -405,8 +414,8 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 R = ws + tid * per_thread
                 Tr = R + g.A * g.RW
                 v = Tr + g.A * g.RW + ROW_SLACK
-                mm = v + A2 * Cg * TB
-                tmp = mm + A2 * OCg * TB
+                mm = v + A2 * vs
+                tmp = mm + A2 * ms
                 row = tmp + g.m * g.A * TB
                 flag = row + g.RW
                 ap = flag + TB
@@ -417,17 +426,17 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 ns = _segments(&g, t0, nt, seg)
                 memset(flag, 0, TB * sizeof(floating_t))
                 _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns,
-                             R, Tr, v, flag)
+                             R, Tr, v, vs, flag)
                 if not _all_zero(flag, nt):
                     nonfinite += 1
                 for xi in range(A2):
                     # row-major M[xi] (OCg x nt) = U[xi] (OCg x Cg) @ V[xi] (Cg x nt),
                     # V[xi] packed whole (nt <= TB <= 64 tiles: it stays in L1/L2)
-                    pack_a(c'N', nt, Cg, v + xi * Cg * TB, TB, ap)
+                    pack_a(c'N', nt, Cg, v + xi * vs, TB, ap)
                     gemm_packed(nt, OCg, Cg, ap, up + (gi * A2 + xi) * bsz, 0,
-                                mm + xi * OCg * TB, TB)
+                                mm + xi * ms, TB)
                 for o in range(OCg):
-                    _output_transform(&g, mm + o * TB, OCg * TB, seg, ns, nt, tmp, row,
+                    _output_transform(&g, mm + o * TB, ms, seg, ns, nt, tmp, row,
                                       &y[0, gi * OCg + o, 0, 0], OC * g.OH * g.OW,
                                       bias[gi * OCg + o] if has_bias else 0)
     finally:
@@ -447,6 +456,7 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     cdef tiling g = _make_tiling(x.shape[2], x.shape[3], dy.shape[2], dy.shape[3],
                                  pad_top, pad_left, m, tile_block)
     cdef index_t A2 = g.A * g.A, TB = g.TB
+    cdef index_t vs = Cg * TB + XI_SKEW, ms = OCg * TB + XI_SKEW   # V's, M's xi strides
     cdef index_t T = N * g.tiles, nblk = (T + TB - 1) // TB, items = groups * nblk
     cdef index_t S = max(1, min(n_slots, items))
     cdef index_t USZ = groups * A2 * OCg * Cg
@@ -484,8 +494,8 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                 R = ws + tid * per_thread
                 Tr = R + g.A * g.RW
                 v = Tr + g.A * g.RW + ROW_SLACK
-                dm = v + A2 * Cg * TB
-                flag = dm + A2 * OCg * TB + g.m * g.A * TB + g.RW
+                dm = v + A2 * vs
+                flag = dm + A2 * ms + g.m * g.A * TB + g.RW
                 seg = segs + tid * SEG * TB
                 us = slots + s * USZ
                 if not every_group:
@@ -498,11 +508,11 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     ns = _segments(&g, t0, nt, seg)
                     memset(flag, 0, TB * sizeof(floating_t))
                     _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns,
-                                 R, Tr, v, flag)
+                                 R, Tr, v, vs, flag)
                     for o in range(OCg):
                         for i in range(ns):
                             _grad_transform(&g, &dy[seg[i * SEG + 1], gi * OCg + o, 0, 0],
-                                            seg + i * SEG, 1, R, Tr, dm + o * TB, OCg * TB,
+                                            seg + i * SEG, 1, R, Tr, dm + o * TB, ms,
                                             flag)
                     if not _all_zero(flag, nt):
                         nonfinite += 1
@@ -510,8 +520,8 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     beta = 0 if every_group and it - S < gi * nblk else 1
                     for xi in range(A2):
                         # row-major dU[xi] (OCg x Cg) += dM[xi] (OCg x nt) @ V[xi]^T (nt x Cg)
-                        gemm(c'T', c'N', <int>Cg, <int>OCg, <int>nt, v + xi * Cg * TB, <int>TB,
-                             dm + xi * OCg * TB, <int>TB, beta,
+                        gemm(c'T', c'N', <int>Cg, <int>OCg, <int>nt, v + xi * vs, <int>TB,
+                             dm + xi * ms, <int>TB, beta,
                              us + (gi * A2 + xi) * OCg * Cg, <int>Cg)
                     it = it + S
             # Sum the slot copies in slot order into slot 0 (each element owned).
