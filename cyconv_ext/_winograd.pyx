@@ -258,6 +258,21 @@ cdef inline void _load_rows(const floating_t* plane, index_t H, index_t W, index
             dst[p] = 0
 
 
+cdef inline void _columns(int kind, int m, const floating_t* plane, index_t H, index_t W,
+                          index_t iy0, index_t ix0, index_t rows, index_t width,
+                          floating_t* R, floating_t* T, index_t RW) noexcept nogil:
+    """T[k, p] = (X d)[k, p] for k < m + 2, p < width: X the transform down the columns
+    (``kind``) of the rows x width patch d of the plane at (iy0, ix0), 0 outside H x W.
+    A patch wholly inside (the output gradient's tiles, but for a partial last tile)
+    is read in place; others are copied into R, zero-padded, first.  (Reading the
+    input's rows in place and zeroing its padded columns measured no faster.)"""
+    if iy0 >= 0 and iy0 + rows <= H and ix0 >= 0 and ix0 + width <= W:
+        _cols(kind, m, plane + iy0 * W + ix0, W, T, RW, width)
+    else:
+        _load_rows(plane, H, W, iy0, ix0, rows, width, R, RW)
+        _cols(kind, m, R, RW, T, RW, width)
+
+
 cdef inline void _input_transform(const tiling* g, const floating_t* plane,
                                   const index_t* seg, index_t ns, floating_t* R,
                                   floating_t* T, floating_t* v, index_t vs,
@@ -269,10 +284,9 @@ cdef inline void _input_transform(const tiling* g, const floating_t* plane,
         q0 = seg[i * SEG]
         L = seg[i * SEG + 4]
         width = L * m + 2
-        _load_rows(plane, g.H, g.W, seg[i * SEG + 2] - g.PT,
-                   seg[i * SEG + 3] - g.PL, A, width, R, RW)
-        # down the columns, all pixels of the segment at once: T[k, p] = (B^T R)[k, p]
-        _cols(CYCONV_WINO_INPUT, <int>m, R, RW, T, RW, width)
+        # down the columns, all pixels of the segment at once: T[k, p] = (B^T d)[k, p]
+        _columns(CYCONV_WINO_INPUT, <int>m, plane, g.H, g.W, seg[i * SEG + 2] - g.PT,
+                 seg[i * SEG + 3] - g.PL, A, width, R, T, RW)
         # along each row, one tile per item (tiles start every m pixels)
         for k in range(A):
             _row(CYCONV_WINO_INPUT, <int>m, T + k * RW, v + k * A * vs + q0, vs, flag + q0, L)
@@ -289,8 +303,8 @@ cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
         q0 = seg[i * SEG]
         L = seg[i * SEG + 4]
         width = L * m
-        _load_rows(plane, g.OH, g.OW, seg[i * SEG + 2], seg[i * SEG + 3], m, width, R, RW)
-        _cols(CYCONV_WINO_GRAD, <int>m, R, RW, T, RW, width)
+        _columns(CYCONV_WINO_GRAD, <int>m, plane, g.OH, g.OW, seg[i * SEG + 2],
+                 seg[i * SEG + 3], m, width, R, T, RW)
         for k in range(A):
             _row(CYCONV_WINO_GRAD, <int>m, T + k * RW, v + k * A * vs + q0, vs, flag + q0, L)
 
