@@ -13,7 +13,10 @@
 # - The forward packs each U[g, xi] once per call in the GEMM's B layout, and each
 #   V[xi] right before its product (gemm_packed: bitwise the GEMM's result).  V
 #   stays a plain matrix: writing it straight in the panel layout was measured
-#   slower on VGG (docs/performance.md).
+#   slower on VGG (docs/performance.md).  V[xi] and M[xi] sit XI_SKEW elements
+#   further apart than their size, so that a tile's 36 rows spread over L1 sets.
+# - A patch wholly inside its plane is transformed in place (``_columns``), others
+#   through a zero-padded row copy.
 # - dx is the forward on dy with the flipped kernel; dW = G^T (sum of
 #   (A dY A^T)[xi] V[xi]^T) G, items dealt round-robin to S slot copies that are
 #   summed in slot order.  Weight transforms run in double and round once.
