@@ -8,9 +8,10 @@
  * - Entry points: cols (value i of item t at s[i*ss + t]), row (along one row
  *   of pixels, tiles every m; the last stage of a tile, so it also marks a
  *   non-finite tile in flag) and output row (interleaved stores straight into
- *   y, plus the bias).  The B^T and A row kernels are written for 8 tiles at
- *   once with GCC vector shuffles, because the loop vectoriser leaves such
- *   rows scalar (overlapping tiles for B^T, runs of 8 for both); B^T reads up
+ *   y, plus the bias).  With AVX-512 the B^T and A row kernels are written
+ *   for 8 tiles at once with GCC vector shuffles, because the loop
+ *   vectoriser leaves such rows scalar (overlapping tiles for B^T, runs of 8
+ *   for both); B^T reads up
  *   to 2 elements past the row (the caller reserves them).
  * - Every output's arithmetic is the scalar definition's, operand by operand
  *   (-ffp-contract=off): vectorising changes no bit.
@@ -97,9 +98,14 @@ enum { CYCONV_WINO_INPUT = 0, CYCONV_WINO_GRAD = 1, CYCONV_WINO_OUTPUT = 2 };
 #define CW_MARK6(f, r0, r1, r2, r3, r4, r5) \
     (CW_MARK4(f, r0, r1, r2, r3) + ((r4) * z + (r5) * z))
 
-/* 8 lanes, for the row kernel GCC's loop vectoriser leaves scalar (clang's
-   shuffle builtin differs: other compilers take the scalar loop). */
-#if defined(__GNUC__) && !defined(__clang__)
+/* 8 lanes (GCC vectors), for the row kernels GCC's loop vectoriser leaves
+   scalar, only with AVX-512: there 8 lanes of either dtype fill one register
+   and a two-source shuffle is one instruction (vpermt2ps/pd).  Emulated on
+   two or four registers (baseline, AVX2 f64) or with AVX2's multi-instruction
+   shuffles, the 8-tile input row measured 1.4-3.4 times slower than the
+   scalar loop (row-kernel microbenchmark, 9 to 14 tiles); those variants take
+   the scalar loops.  Clang's shuffle builtin differs: it takes them too. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
 typedef float cw_v8s __attribute__((vector_size(32)));
 typedef int cw_i8s __attribute__((vector_size(32)));
 typedef double cw_v8d __attribute__((vector_size(64)));
