@@ -11,8 +11,8 @@
  *   y, plus the bias).  With AVX-512 the B^T and A row kernels are written
  *   for 8 tiles at once with GCC vector shuffles, because the loop
  *   vectoriser leaves such rows scalar (overlapping tiles for B^T, runs of 8
- *   for both); B^T reads up
- *   to 2 elements past the row (the caller reserves them).
+ *   for both); B^T reads up to 2 elements past the row (the caller reserves
+ *   them).
  * - Every output's arithmetic is the scalar definition's, operand by operand
  *   (-ffp-contract=off): vectorising changes no bit.
  * - One C-macro instantiation per dtype (cyconv_winograd_impl.h: CW_T, CW_SFX),
