@@ -15,6 +15,7 @@ def forward(
     has_bias: bool,
     tile_block: int,
     n_threads: int,
+    stream: bool = ...,
 ) -> bool: ...
 def weight_grad(
     dy: npt.NDArray[np.floating],

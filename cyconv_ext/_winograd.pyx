@@ -20,6 +20,10 @@
 # - dx is the forward on dy with the flipped kernel; dW = G^T (sum of
 #   (A dY A^T)[xi] V[xi]^T) G, items dealt round-robin to S slot copies that are
 #   summed in slot order.  Weight transforms run in double and round once.
+# - Large outputs (the wrapper's rule, WINOGRAD_STREAM_MIN_BYTES) are written
+#   with non-temporal stores: each output row of a segment goes through the
+#   thread's row buffer into y (include/cyconv_im2col.h, cyconv_stream_run), and
+#   each item ends with a store fence.  The same values as the plain stores.
 # - Every pass reports whether all transformed values were finite (an inf would
 #   spread over its tile); the wrapper then recomputes the call by GEMM.
 
@@ -61,6 +65,10 @@ cdef extern from "include/cyconv_im2col.h" nogil:
     # exact copies of a run, its tail one masked load and store (the file's Design)
     void cyconv_copy_run_f(const float* s, float* d, index_t n)
     void cyconv_copy_run_d(const double* s, double* d, index_t n)
+    # the same copy, whole 64-byte lines written around the caches
+    void cyconv_stream_run_f(const float* s, float* d, index_t n)
+    void cyconv_stream_run_d(const double* s, double* d, index_t n)
+    void cyconv_stream_fence()
 
 
 cdef inline void _copy_run(const floating_t* s, floating_t* d, index_t n) noexcept nogil:
@@ -68,6 +76,13 @@ cdef inline void _copy_run(const floating_t* s, floating_t* d, index_t n) noexce
         cyconv_copy_run_f(s, d, n)
     else:
         cyconv_copy_run_d(s, d, n)
+
+
+cdef inline void _stream_run(const floating_t* s, floating_t* d, index_t n) noexcept nogil:
+    if floating_t is float:
+        cyconv_stream_run_f(s, d, n)
+    else:
+        cyconv_stream_run_d(s, d, n)
 
 
 cdef inline void _cols(int kind, int m, const floating_t* s, index_t ss, floating_t* d,
@@ -315,8 +330,10 @@ cdef inline void _grad_transform(const tiling* g, const floating_t* plane,
 cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_t ms,
                                    const index_t* seg, index_t ns, index_t nt,
                                    floating_t* tmp, floating_t* row, floating_t* y_img0,
-                                   index_t img_stride, floating_t bias) noexcept nogil:
-    """Scatter y = A^T M A (+ bias) of every tile of the block, M[xi] at mm[xi*ms + q]."""
+                                   index_t img_stride, floating_t bias,
+                                   bint stream) noexcept nogil:
+    """Scatter y = A^T M A (+ bias) of every tile of the block, M[xi] at mm[xi*ms + q];
+    ``stream``: each output row through ``row``, stored around the caches."""
     cdef index_t A = g.A, m = g.m, TB = g.TB, i, j, r, p, q0, L, oy, ox, width, full
     cdef floating_t* yr
     cdef const floating_t* tr
@@ -335,6 +352,10 @@ cdef inline void _output_transform(const tiling* g, const floating_t* mm, index_
             # along the row: pixel q*m + l of the segment, straight into y
             tr = tmp + r * A * TB + q0
             yr = y_img0 + seg[i * SEG + 1] * img_stride + (oy + r) * g.OW + ox
+            if stream:          # the row's L tiles fit ``row`` (RW >= TB*m)
+                _output_row(<int>m, tr, TB, row, L, bias)
+                _stream_run(row, yr, width)
+                continue
             _output_row(<int>m, tr, TB, yr, full, bias)
             if full * m < width:    # the last tile sticks out of the row
                 _output_row(<int>m, tr + full, TB, row, 1, bias)
@@ -382,8 +403,9 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
             const floating_t[::1] bias,           # IN  (OC,) (ignored unless has_bias)
             floating_t[:, :, :, ::1] y,           # OUT (N, OC, OH, OW)
             index_t pad_top, index_t pad_left, int m, bint has_bias,
-            index_t tile_block, int n_threads):
-    """y = conv(x, w) (+ bias) from U = G w G^T; returns whether V was all finite."""
+            index_t tile_block, int n_threads, bint stream=False):
+    """y = conv(x, w) (+ bias) from U = G w G^T; returns whether V was all finite.
+    ``stream``: y written with non-temporal stores (same values; the wrapper decides)."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = y.shape[1], groups = u.shape[0]
     cdef index_t OCg = u.shape[2], Cg = u.shape[3]
     cdef tiling g = _make_tiling(x.shape[2], x.shape[3], y.shape[2], y.shape[3],
@@ -455,7 +477,9 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 for o in range(OCg):
                     _output_transform(&g, mm + o * TB, ms, seg, ns, nt, tmp, row,
                                       &y[0, gi * OCg + o, 0, 0], OC * g.OH * g.OW,
-                                      bias[gi * OCg + o] if has_bias else 0)
+                                      bias[gi * OCg + o] if has_bias else 0, stream)
+                if stream:
+                    cyconv_stream_fence()
     finally:
         free(up)
         free(segs)

@@ -13,7 +13,8 @@ test_cython_kernels.py's: float64 to 1e-12 of the result's scale, float32 to
 2*L*eps32 times the same operation on absolute values (L the reduction
 length); Winograd to the README's stated Frobenius bound; max pooling, ReLU
 and Adam exactly.  Each compiled result must also be bitwise the same with 1
-and 2 threads.
+and 2 threads, and, for Winograd, with its output forced through the streaming
+stores.
 Prints one line per group of checks; exits non-zero on the first failure.
 """
 
@@ -57,6 +58,19 @@ def check_dispatch(variant):
     for kernel in held:
         assert getattr(cb, kernel).__name__ == module_name(kernel, variant), kernel
     assert cyconv.get_layer("Conv2D", "cython").kernels is cb
+
+
+def assert_stream_invariant(x, w, b, dy, geom, groups, results, what):
+    """Winograd outputs forced through the streaming stores are bitwise the plain ones."""
+    plain_rule = cb._stream_winograd_output
+    cb._stream_winograd_output = lambda out_shape, dtype: True
+    try:
+        streamed = (cb.conv2d_forward(x, w, b, geom, groups, 2, algorithm="winograd"),
+                    *cb.conv2d_backward(dy, x, w, geom, groups, 2, algorithm="winograd"))
+    finally:
+        cb._stream_winograd_output = plain_rule
+    for a, c in zip(results, streamed, strict=True):
+        np.testing.assert_array_equal(a, c, err_msg=f"{what}: streamed vs plain stores")
 
 
 CONV_CASES = [
@@ -109,6 +123,8 @@ def check_conv(dtype, rng):
                 (cb.conv2d_forward(x, w, b, geom, groups, 1, algorithm=algorithm),
                  *cb.conv2d_backward(dy, x, w, geom, groups, 1, algorithm=algorithm)),
                 results, what)
+            if algorithm == "winograd":
+                assert_stream_invariant(x, w, b, dy, geom, groups, results, what)
 
 
 POOL_CASES = [

@@ -165,6 +165,36 @@ def test_winograd_bitwise_for_any_thread_count(dtype, shape, threads_on_tiny_wor
             np.testing.assert_array_equal(a, b)
 
 
+def test_winograd_streams_only_large_outputs_of_whole_cache_lines():
+    stream = cb._stream_winograd_output
+    assert stream((64, 64, 32, 32), np.float64)        # 32 MiB, 256-byte rows
+    assert stream((16, 64, 56, 56), np.float64)        # 25.7 MiB, 448-byte rows
+    assert not stream((64, 64, 32, 32), np.float32)    # 16 MiB: under the threshold
+    assert not stream((64, 64, 56, 56), np.float32)    # 224-byte rows: not whole lines
+    assert not stream((1, 64, 32, 32), np.float64)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, groups", [((3, 12, 17, 15), 1), ((2, 16, 32, 32), 2),
+                                           ((1, 8, 6, 7), 1), ((2, 4, 9, 40), 4)])
+def test_winograd_streamed_output_is_bitwise_the_plain_one(dtype, shape, groups,
+                                                           threads_on_tiny_work, monkeypatch):
+    """Forced on small shapes: runs that start and end inside a cache line, rows
+    shorter than one, segments split between threads."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((12, shape[1] // groups, 3, 3)).astype(dtype)
+    dy = rng.standard_normal((shape[0], 12) + shape[2:]).astype(dtype)
+    plain = winograd_passes(x, w, dy, 1, groups)
+    monkeypatch.setattr(cb, "_stream_winograd_output", lambda out_shape, dtype: True)
+    for n_threads in (1, 2, 3):
+        streamed = winograd_passes(x, w, dy, 1, groups, n_threads=n_threads)
+        for a, b in zip(plain, streamed):
+            np.testing.assert_array_equal(a, b)
+        assert streamed[0].ctypes.data % cb.CACHE_LINE == 0
+        assert streamed[1].ctypes.data % cb.CACHE_LINE == 0
+
+
 @pytest.mark.parametrize("where", ["x", "w", "dy"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
 def test_winograd_special_values_equal_the_gemm_results(where, value):

@@ -138,6 +138,21 @@ WINOGRAD_DW_MAX_CHANNELS_F64 = 128
 WINOGRAD_WORKSPACE_CAP = 1 << 21
 WINOGRAD_MAX_TILES = 64
 WINOGRAD_MIN_BLOCKS = 4
+# A Winograd output of at least WINOGRAD_STREAM_MIN_BYTES whose rows are whole
+# cache lines is written around the caches (non-temporal stores into a
+# line-aligned array, cyconv_ext/include/cyconv_im2col.h): a plain store first
+# reads the line it writes, and an output this large has mostly left the cache
+# before the next layer reads it.  Same values either way.  Measured streamed /
+# plain time, 2 threads, blocks of 8 calls interleaved, medians of 7
+# (docs/performance.md, "Streaming stores"), AMD EPYC Zen 4 (32 MiB L3), the
+# convolution followed by the ReLU that reads its output: float64 CIFAR (32 MiB)
+# 0.95-0.96, 128 images 0.98, 64x64 planes (32 MiB) 0.97, float64 VGG (25.7
+# MiB) 1.00, float32 at 32 MiB 0.98-1.02; at 16 MiB float32 lost (1.03-1.11)
+# and float64 tied (1.00); the forward alone at 4 MiB lost 1.26.  AVX-512 Xeon
+# (105 MiB L3), the pass alone: float64 CIFAR forward 0.65-0.93, dx 0.81-0.99.
+# Rows that are not whole lines (float32 VGG, 224 bytes) lost 1.08-1.36 on dx.
+WINOGRAD_STREAM_MIN_BYTES = 20 << 20
+CACHE_LINE = 64
 
 
 def conv2d_algorithm(x_shape, w_shape, geom, groups=1, algorithm="auto", pass_name="forward",
@@ -191,17 +206,34 @@ def _flipped_kernel(w, groups):
                                 .transpose(0, 2, 1, 3, 4).reshape(groups * cg, ocg, kh, kw))
 
 
+def _stream_winograd_output(out_shape, dtype):
+    """Whether a Winograd pass writes its output with non-temporal stores."""
+    itemsize = np.dtype(dtype).itemsize
+    return (out_shape[3] * itemsize % CACHE_LINE == 0
+            and int(np.prod(out_shape)) * itemsize >= WINOGRAD_STREAM_MIN_BYTES)
+
+
+def _line_aligned_empty(shape, dtype):
+    """np.empty(shape, dtype) whose data starts on a 64-byte (cache line) boundary."""
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.empty(nbytes + CACHE_LINE, dtype=np.uint8)
+    start = -raw.ctypes.data % CACHE_LINE
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def _winograd_conv(x, w, b, out_shape, pad_top, pad_left, groups, n_threads):
     """A Winograd pass (forward, or dx with the flipped kernel); None if not finite."""
     m = _winograd_tile(out_shape[2], out_shape[3])
-    y = np.empty(out_shape, dtype=x.dtype)
+    stream = _stream_winograd_output(out_shape, x.dtype)
+    y = _line_aligned_empty(out_shape, x.dtype) if stream else np.empty(out_shape, x.dtype)
     bias = _EMPTY[x.dtype] if b is None else b
     tb = _tile_block(x.shape[1] // groups, w.shape[0] // groups, m, x.dtype, out_shape, groups)
     work = _conv_work_shapes(out_shape, w.shape) // 4
     threads = _useful_threads(n_threads, work)
     u, finite = _winograd_weights(w, groups, m, threads)
     if finite and _winograd.forward(x, u, bias, y, pad_top, pad_left, m, b is not None, tb,
-                                    threads):
+                                    threads, stream):
         return y
     return None
 

@@ -17,7 +17,13 @@
  * - im2col writes a plain K x pixels matrix that the GEMM's pack_a then copies
  *   into panels: writing the panels directly (runs cut at every MR pixels)
  *   measured slower on LeNet's conv2 (docs/performance.md).
- * Included by cyconv_ext/_conv.pyx, once per ISA variant of the build.
+ * - cyconv_stream_run writes a large output around the caches (non-temporal
+ *   stores) when the caller asks: only the 64-byte lines wholly inside the run,
+ *   head and tail plain, so that a line shared with a neighbouring run (another
+ *   thread's) is never streamed.  The values are copies: same bits either way.
+ *   Streamed stores are weakly ordered: the writer calls cyconv_stream_fence
+ *   before its results are read (the end of each work item).
+ * Included by cyconv_ext/_conv.pyx and _winograd.pyx, once per ISA variant.
  */
 #ifndef CYCONV_IM2COL_H
 #define CYCONV_IM2COL_H
@@ -25,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#if defined(__AVX512F__) || defined(__AVX2__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -196,5 +202,67 @@ static inline void cyconv_add_rows_##SFX(const T *CYCONV_IM2COL_RESTRICT src,   
 CYCONV_ADD_ROWS(float, f)
 CYCONV_ADD_ROWS(double, d)
 #undef CYCONV_ADD_ROWS
+
+/* one 64-byte line d[0:64/sizeof] = s[...], around the caches (d line-aligned) */
+static inline void cyconv_stream_line_f(const float *s, float *d)
+{
+#if defined(__AVX512F__)
+    _mm512_stream_ps(d, _mm512_loadu_ps(s));
+#elif defined(__AVX__)
+    _mm256_stream_ps(d, _mm256_loadu_ps(s));
+    _mm256_stream_ps(d + 8, _mm256_loadu_ps(s + 8));
+#elif defined(__SSE2__)
+    for (int k = 0; k < 16; k += 4)
+        _mm_stream_ps(d + k, _mm_loadu_ps(s + k));
+#else
+    for (int k = 0; k < 16; k++)
+        d[k] = s[k];
+#endif
+}
+
+static inline void cyconv_stream_line_d(const double *s, double *d)
+{
+#if defined(__AVX512F__)
+    _mm512_stream_pd(d, _mm512_loadu_pd(s));
+#elif defined(__AVX__)
+    _mm256_stream_pd(d, _mm256_loadu_pd(s));
+    _mm256_stream_pd(d + 4, _mm256_loadu_pd(s + 4));
+#elif defined(__SSE2__)
+    for (int k = 0; k < 8; k += 2)
+        _mm_stream_pd(d + k, _mm_loadu_pd(s + k));
+#else
+    for (int k = 0; k < 8; k++)
+        d[k] = s[k];
+#endif
+}
+
+/* d[0:n] = s[0:n] (distinct buffers), the 64-byte lines wholly inside d streamed,
+   head and tail plain (a d not aligned to its element size: all plain) */
+#define CYCONV_STREAM_RUN(T, SFX)                                                     \
+static inline void cyconv_stream_run_##SFX(const T *CYCONV_IM2COL_RESTRICT s,        \
+                                           T *CYCONV_IM2COL_RESTRICT d, ptrdiff_t n)  \
+{                                                                                     \
+    const ptrdiff_t line = 64 / (ptrdiff_t)sizeof(T);                                 \
+    ptrdiff_t head = (ptrdiff_t)(((64 - ((uintptr_t)d & 63)) & 63) / sizeof(T));      \
+    if (((uintptr_t)d % sizeof(T)) != 0 || head + line > n)                           \
+        head = n;                                                                     \
+    for (ptrdiff_t i = 0; i < head; i++)                                              \
+        d[i] = s[i];                                                                  \
+    for (s += head, d += head, n -= head; n >= line; n -= line, s += line, d += line) \
+        cyconv_stream_line_##SFX(s, d);                                               \
+    for (ptrdiff_t i = 0; i < n; i++)                                                 \
+        d[i] = s[i];                                                                  \
+}
+CYCONV_STREAM_RUN(float, f)
+CYCONV_STREAM_RUN(double, d)
+#undef CYCONV_STREAM_RUN
+
+/* orders this thread's streamed stores before what it writes next */
+static inline void cyconv_stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
+#endif
+}
 
 #endif /* CYCONV_IM2COL_H */
