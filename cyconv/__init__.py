@@ -13,16 +13,12 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# OpenMP threads that spin after a parallel region steal the core from the
-# thread that has real work whenever the machine has more runnable threads
-# than cores (measured: 2-thread conv calls 50x slower at load 4 on 2 cores).
-# Sleeping at once costs microseconds per region on an idle machine.  Must be
-# set before the OpenMP runtime loads; a value the user set is kept.
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from . import _registry
+# First of all: loads the OpenMP runtime with cyconv's wait policy and leaves
+# the environment as the user's (cyconv/_openmp_runtime.py).
+from . import (  # _openmp_runtime first: the import loads the runtime
+    _openmp_runtime,  # noqa: F401
+    _registry,
+)
 from ._config import show_config, show_versions
 from ._plugins import PluginLoadWarning, load_plugins
 from ._plugins import install as _install_plugins
@@ -87,9 +83,11 @@ def get_include():
     Like :func:`numpy.get_include`; it is the folder that holds the
     ``cyconv_ext`` package.
     """
+    import os
+
     import cyconv_ext
 
-    return _os.path.dirname(_os.path.dirname(_os.path.abspath(cyconv_ext.__file__)))
+    return os.path.dirname(os.path.dirname(os.path.abspath(cyconv_ext.__file__)))
 
 
 __all__ = [
