@@ -203,38 +203,32 @@ CYCONV_ADD_ROWS(float, f)
 CYCONV_ADD_ROWS(double, d)
 #undef CYCONV_ADD_ROWS
 
-/* one 64-byte line d[0:64/sizeof] = s[...], around the caches (d line-aligned) */
-static inline void cyconv_stream_line_f(const float *s, float *d)
-{
+/* one 64-byte line d[0:64/sizeof(T)] = s[...], around the caches (d line-aligned);
+   P is the intrinsics' type suffix (ps, pd) */
+#define CYCONV_STREAM_LINE(T, SFX, P)                                                 \
+static inline void cyconv_stream_line_##SFX(const T *s, T *d)                         \
+{                                                                                     \
+    CYCONV_STREAM_LINE_BODY(T, P)                                                     \
+}
 #if defined(__AVX512F__)
-    _mm512_stream_ps(d, _mm512_loadu_ps(s));
+#define CYCONV_STREAM_LINE_BODY(T, P) _mm512_stream_##P(d, _mm512_loadu_##P(s));
 #elif defined(__AVX__)
-    _mm256_stream_ps(d, _mm256_loadu_ps(s));
-    _mm256_stream_ps(d + 8, _mm256_loadu_ps(s + 8));
+#define CYCONV_STREAM_LINE_BODY(T, P)                                                 \
+    _mm256_stream_##P(d, _mm256_loadu_##P(s));                                        \
+    _mm256_stream_##P(d + 32 / sizeof(T), _mm256_loadu_##P(s + 32 / sizeof(T)));
 #elif defined(__SSE2__)
-    for (int k = 0; k < 16; k += 4)
-        _mm_stream_ps(d + k, _mm_loadu_ps(s + k));
+#define CYCONV_STREAM_LINE_BODY(T, P)                                                 \
+    for (int k = 0; k < (int)(64 / sizeof(T)); k += (int)(16 / sizeof(T)))          \
+        _mm_stream_##P(d + k, _mm_loadu_##P(s + k));
 #else
-    for (int k = 0; k < 16; k++)
+#define CYCONV_STREAM_LINE_BODY(T, P)                                                 \
+    for (int k = 0; k < (int)(64 / sizeof(T)); k++)                                   \
         d[k] = s[k];
 #endif
-}
-
-static inline void cyconv_stream_line_d(const double *s, double *d)
-{
-#if defined(__AVX512F__)
-    _mm512_stream_pd(d, _mm512_loadu_pd(s));
-#elif defined(__AVX__)
-    _mm256_stream_pd(d, _mm256_loadu_pd(s));
-    _mm256_stream_pd(d + 4, _mm256_loadu_pd(s + 4));
-#elif defined(__SSE2__)
-    for (int k = 0; k < 8; k += 2)
-        _mm_stream_pd(d + k, _mm_loadu_pd(s + k));
-#else
-    for (int k = 0; k < 8; k++)
-        d[k] = s[k];
-#endif
-}
+CYCONV_STREAM_LINE(float, f, ps)
+CYCONV_STREAM_LINE(double, d, pd)
+#undef CYCONV_STREAM_LINE_BODY
+#undef CYCONV_STREAM_LINE
 
 /* d[0:n] = s[0:n] (distinct buffers), the 64-byte lines wholly inside d streamed,
    head and tail plain (a d not aligned to its element size: all plain) */
