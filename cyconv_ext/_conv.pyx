@@ -419,7 +419,15 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
                     off[k] = (c * Hp + ky * g.DH) * Wp * N + kx * g.DW * N
                     k = k + 1
         with nogil:
-            for r in prange(C * Hp, schedule="static", num_threads=nt):
+            # one parallel region copies x into xt (items r < C*Hp: a padded row)
+            # and packs B = W_g^T (K x OCg, column-major with ld K) once per call
+            # (the last ``groups`` items): a second region would wake the threads
+            # once more (measured, docs/performance.md "Parallel regions per call")
+            for r in prange(C * Hp + groups, schedule="static", num_threads=nt):
+                if r >= C * Hp:
+                    gi = r - C * Hp
+                    pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
+                    continue
                 c = r // Hp
                 iy = r % Hp - g.PT
                 d = xt + r * Wp * N
@@ -434,9 +442,6 @@ def conv2d_forward_lanes(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W
                     src = &x[n, c, iy, 0]
                     for q in range(lo, hi):
                         d[q * N + n] = src[q - g.PL]
-            # B = W_g^T (K x OCg, column-major with ld K), packed once per call
-            for gi in prange(groups, schedule="static", num_threads=nt):
-                pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
             for it in prange(items, schedule="static", num_threads=nt):
                 gi = it // (npan * nrb)
                 pan = (it // nrb) % npan
