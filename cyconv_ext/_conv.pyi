@@ -38,6 +38,7 @@ def conv2d_backward(
     w: npt.NDArray[np.floating],
     dx: npt.NDArray[np.floating],
     dw: npt.NDArray[np.floating],
+    db: npt.NDArray[np.floating],
     geom: Any,
     groups: int,
     xlo: npt.NDArray[np.intp],
@@ -45,6 +46,7 @@ def conv2d_backward(
     n_threads: int,
     need_dx: bool,
     need_dw: bool,
+    need_db: bool,
 ) -> None: ...
 def bias_grad(
     dy: npt.NDArray[np.floating], db: npt.NDArray[np.floating], n_threads: int

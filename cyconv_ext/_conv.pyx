@@ -20,6 +20,13 @@
 #   channels]: GEMM (W's columns of each block packed once per call), then
 #   col2im.  Small batches are cut finer (MIN_WORK_ITEMS) so that one image uses
 #   every core.  need_dx / need_dw = False skip (2) / (1).
+# - Few parallel regions per call: each start wakes the sleeping threads (cyconv
+#   runs OpenMP with the passive wait policy), which costs small calls more than
+#   their arithmetic.  The forward packs W on the calling thread and opens one
+#   region; the batch-in-lanes forward packs W as the last items of its copy
+#   loop; the backward opens two, each a loop over independent items of several
+#   kinds: (A) dW slots, dx's packed W columns, db's channels; (B) the slot
+#   sum in chunks, dx items.
 # - im2col/col2im: a tap whose row lies inside is one strided block copy through
 #   the helpers of include/cyconv_im2col.h (a short row's tail is one masked
 #   copy); padded edges loop per row.
@@ -52,6 +59,7 @@ MIN_WORK_ITEMS = 16
 
 cdef enum:
     BIAS_LANES = 8     # partial sums per channel in bias_grad
+    REDUCE_CHUNK = 4096   # dW elements per item of the backward's slot sum
 
 
 cdef inline void _check_tap_ranges(const index_t[::1] xlo, const index_t[::1] xhi,
@@ -295,9 +303,12 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
         raise MemoryError("conv2d_forward: cannot allocate the im2col workspace")
     try:
         with nogil:
-            # B = W_g^T (K x OCg, column-major with ld K), packed once per call
-            for gi in prange(groups if not direct else 0, schedule="static", num_threads=nt):
-                pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
+            # B = W_g^T (K x OCg, column-major with ld K), packed once per call by
+            # this thread: a parallel region for it would wake the threads once
+            # more (docs/performance.md, "Parallel regions per call")
+            if not direct:
+                for gi in range(groups):
+                    pack_b(c'N', K, OCg, &w[gi * OCg, 0, 0, 0], K, wp + gi * bsz)
             for it in prange(items, schedule="static", num_threads=nt):
                 n = it // (groups * nblk)
                 gi = (it // nblk) % groups
@@ -492,148 +503,6 @@ cdef index_t _blocks_for(index_t units, index_t per_unit, index_t min_units):
     return max(1, min(per_unit, want))
 
 
-def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
-                    const floating_t[:, :, :, ::1] x,    # IN  (N, C, H, W)
-                    const floating_t[:, :, :, ::1] w,    # IN  (OC, C/groups, KH, KW)
-                    floating_t[:, :, :, ::1] dx,         # OUT (N, C, H, W), any content
-                    floating_t[:, :, :, ::1] dw,         # OUT (OC, C/groups, KH, KW)
-                    geom, int groups,
-                    const index_t[::1] xlo, const index_t[::1] xhi,  # IN (KW,) as forward
-                    int n_threads, bint need_dx, bint need_dw):
-    """Gradients of conv2d w.r.t. input and weight (caller-allocated; the bias
-    gradient is ``bias_grad``).
-
-    With ``need_dx`` false, ``dx`` is never touched (pass an empty array): a
-    network's first layer needs only dW.  With ``need_dw`` false, ``dw`` is
-    never touched (its pass ran by another algorithm)."""
-    cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
-    cdef window_geom g = make_window_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
-    cdef index_t Cg = C // groups, OCg = OC // groups, KK = g.KH * g.KW
-    cdef index_t K = Cg * KK, P = g.OH * g.OW, HW = g.H * g.W
-    cdef index_t WSZ = OC * K
-    cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
-                        and g.PL == 0 and g.OH == g.H and g.OW == g.W)
-    # dW units: (sample, block of output rows); blocks are cut finer for small
-    # batches so that there are enough units for every core.
-    cdef index_t rbw = g.OH if direct else _rows_per_block(K, g.OH, g.OW)
-    cdef index_t cut = _blocks_for(N, g.OH, MIN_WORK_ITEMS)
-    cdef index_t nblkw, units
-    # dx items: (sample, group, block of input channels), channels cut only
-    # when there are too few (sample, group) pairs.
-    cdef index_t ncb = _blocks_for(N * groups, Cg, MIN_WORK_ITEMS)
-    cdef index_t cb = (Cg + ncb - 1) // ncb
-    cdef index_t rbx = g.OH if direct else _rows_per_block(cb * KK, g.OH, g.OW)
-    cdef index_t nblkx = (g.OH + rbx - 1) // rbx
-    cdef index_t items
-    cdef index_t wbytes = max(1, WSZ * <index_t>sizeof(floating_t))
-    cdef index_t S
-    cdef index_t s, u, n, gi, blk, oy0, oy1, Pb, tid, e, ss, it, c0, nc
-    cdef int nt
-    cdef floating_t* ws = NULL
-    cdef floating_t* slots = NULL
-    cdef floating_t* col
-    cdef const floating_t* dyo
-    cdef floating_t acc
-    if N == 0 or OC == 0 or C == 0:
-        if need_dx:
-            dx[...] = 0
-        if need_dw:
-            dw[...] = 0
-        return
-    rbw = min(rbw, (g.OH + cut - 1) // cut)
-    nblkw = (g.OH + rbw - 1) // rbw
-    units = N * nblkw
-    S = max(1, min(min(units, <index_t>MAX_SLOTS), <index_t>DW_SLOT_CAP // wbytes)) if need_dw else 0
-    ncb = (Cg + cb - 1) // cb
-    items = N * groups * ncb
-    nt = <int>max(1, min(<index_t>n_threads, max(S, items if need_dx else 0)))
-    _check_tap_ranges(xlo, xhi, &g)
-    cdef index_t bufsz = 0 if direct else max(K * rbw * g.OW, cb * KK * rbx * g.OW)
-    # dx's operands: dy's row block packed per item (apsz), the kernel's
-    # columns of each (group, channel block) packed once per call (bszx)
-    cdef floating_t* tp = NULL     # selects the dtype of the size helpers
-    cdef index_t mc = gemm_mc(tp)
-    cdef index_t apsz = packed_a_elems(tp, min(mc, rbx * g.OW), OCg) if need_dx else 0
-    cdef index_t bszx = packed_b_elems(tp, OCg, cb * KK) if need_dx else 0
-    cdef index_t per_thread = bufsz + apsz
-    cdef floating_t* wpx = NULL
-    cdef floating_t* ap
-    try:
-        slots = <floating_t*>malloc(max(1, S * WSZ) * sizeof(floating_t))
-        ws = <floating_t*>malloc(max(1, nt * per_thread) * sizeof(floating_t))
-        wpx = <floating_t*>malloc(max(1, groups * ncb * bszx) * sizeof(floating_t))
-        if slots == NULL or ws == NULL or wpx == NULL:
-            raise MemoryError("conv2d_backward: cannot allocate workspace")
-        with nogil:
-            # (1) dW: slot s owns dW_slot[s] and takes units s, s+S, ... in order.
-            for s in prange(S, schedule="dynamic", chunksize=1,
-                            num_threads=<int>max(1, min(<index_t>nt, S))):
-                col = ws + omp_get_thread_num() * per_thread
-                memset(slots + s * WSZ, 0, WSZ * sizeof(floating_t))
-                u = s
-                while u < units:
-                    n = u // nblkw
-                    oy0 = (u % nblkw) * rbw
-                    oy1 = min(oy0 + rbw, g.OH)
-                    Pb = (oy1 - oy0) * g.OW
-                    for gi in range(groups):
-                        dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
-                        if direct:
-                            # dW_g^T (K x OCg) += x_block (K x Pb) @ dy_block^T
-                            gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb,
-                                  &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
-                                  dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
-                        else:
-                            _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
-                                         &xlo[0], &xhi[0])
-                            gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
-                                  dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
-                    u = u + S
-            # Reduce the slot copies in slot order: deterministic.
-            for e in prange(WSZ if need_dw else 0, schedule="static", num_threads=nt):
-                acc = slots[e]
-                for ss in range(1, S):
-                    acc = acc + slots[ss * WSZ + e]
-                (&dw[0, 0, 0, 0])[e] = acc
-            # (2) dx: item (n, gi, channel block) owns dx[n, its channels]:
-            # dcol^T (Pb x nc*KK) = dy_block^T (Pb x OCg) @ W_g[:, its columns],
-            # folded back by col2im, row blocks in order.
-            if need_dx:
-                # B = W_g[:, the block's columns] (OCg x nc*KK), packed once
-                for it in prange(groups * ncb, schedule="static", num_threads=nt):
-                    gi = it // ncb
-                    c0 = (it % ncb) * cb
-                    pack_b(c'T', OCg, min(cb, Cg - c0) * KK, &w[gi * OCg, c0, 0, 0], K,
-                           wpx + it * bszx)
-                for it in prange(items, schedule="static", num_threads=nt):
-                    col = ws + omp_get_thread_num() * per_thread
-                    ap = col + bufsz
-                    n = it // (groups * ncb)
-                    gi = (it // ncb) % groups
-                    c0 = (it % ncb) * cb
-                    nc = min(cb, Cg - c0)
-                    if not direct:
-                        memset(&dx[n, gi * Cg + c0, 0, 0], 0, nc * HW * sizeof(floating_t))
-                    for blk in range(nblkx):
-                        oy0 = blk * rbx
-                        oy1 = min(oy0 + rbx, g.OH)
-                        Pb = (oy1 - oy0) * g.OW
-                        # A = dy_block^T (Pb x OCg, column-major with ld P)
-                        dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
-                        if direct:
-                            _packed_product(Pb, nc, OCg, dyo, P, wpx + (it % (groups * ncb)) * bszx,
-                                            &dx[n, gi * Cg + c0, 0, 0] + oy0 * g.OW, HW, ap, mc)
-                        else:
-                            _packed_product(Pb, nc * KK, OCg, dyo, P,
-                                            wpx + (it % (groups * ncb)) * bszx, col, Pb, ap, mc)
-                            _col2im_rows(col, &dx[n, gi * Cg + c0, 0, 0], &g, nc, oy0, oy1,
-                                         &xlo[0], &xhi[0])
-    finally:
-        free(slots)
-        free(ws)
-        free(wpx)
-
-
 cdef inline double _channel_sum(const floating_t* dy_o, index_t N, index_t sample_stride,
                                 index_t P) noexcept nogil:
     """Sum of dy[n, o, :] over n, in BIAS_LANES interleaved partial sums (a local
@@ -656,6 +525,170 @@ cdef inline double _channel_sum(const floating_t* dy_o, index_t N, index_t sampl
     for j in range(BIAS_LANES):
         total = total + lanes[j]
     return total
+
+
+def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
+                    const floating_t[:, :, :, ::1] x,    # IN  (N, C, H, W)
+                    const floating_t[:, :, :, ::1] w,    # IN  (OC, C/groups, KH, KW)
+                    floating_t[:, :, :, ::1] dx,         # OUT (N, C, H, W), any content
+                    floating_t[:, :, :, ::1] dw,         # OUT (OC, C/groups, KH, KW)
+                    floating_t[::1] db,                  # OUT (OC,) (if need_db)
+                    geom, int groups,
+                    const index_t[::1] xlo, const index_t[::1] xhi,  # IN (KW,) as forward
+                    int n_threads, bint need_dx, bint need_dw, bint need_db):
+    """Gradients of conv2d w.r.t. input, weight and bias (caller-allocated; db as
+    ``bias_grad`` computes it, bitwise).
+
+    With ``need_dx`` false, ``dx`` is never touched (pass an empty array): a
+    network's first layer needs only dW.  With ``need_dw`` / ``need_db`` false,
+    ``dw`` / ``db`` are never touched (computed elsewhere).
+
+    Two parallel regions, each of independent items (every region start wakes
+    the sleeping threads): (A) the dW slots, the packing of W's columns for dx
+    and db's channels; (B) the slot sum, in chunks, and the dx items."""
+    cdef index_t N = x.shape[0], C = x.shape[1], OC = w.shape[0]
+    cdef window_geom g = make_window_geom(geom, x.shape[2], x.shape[3], dy.shape[2], dy.shape[3])
+    cdef index_t Cg = C // groups, OCg = OC // groups, KK = g.KH * g.KW
+    cdef index_t K = Cg * KK, P = g.OH * g.OW, HW = g.H * g.W
+    cdef index_t WSZ = OC * K
+    cdef bint direct = (g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PT == 0
+                        and g.PL == 0 and g.OH == g.H and g.OW == g.W)
+    # dW units: (sample, block of output rows); blocks are cut finer for small
+    # batches so that there are enough units for every core.
+    cdef index_t rbw = g.OH if direct else _rows_per_block(K, g.OH, g.OW)
+    cdef index_t cut = _blocks_for(N, g.OH, MIN_WORK_ITEMS)
+    cdef index_t nblkw, units
+    # dx items: (sample, group, block of input channels), channels cut only
+    # when there are too few (sample, group) pairs.
+    cdef index_t ncb = _blocks_for(N * groups, Cg, MIN_WORK_ITEMS)
+    cdef index_t cb = (Cg + ncb - 1) // ncb
+    cdef index_t rbx = g.OH if direct else _rows_per_block(cb * KK, g.OH, g.OW)
+    cdef index_t nblkx = (g.OH + rbx - 1) // rbx
+    cdef index_t items
+    cdef index_t wbytes = max(1, WSZ * <index_t>sizeof(floating_t))
+    cdef index_t S
+    cdef index_t s, u, n, gi, blk, oy0, oy1, Pb, tid, e, ss, it, c0, nc, o, e0
+    cdef index_t npack, nred, di
+    cdef int nt
+    cdef floating_t* ws = NULL
+    cdef floating_t* slots = NULL
+    cdef floating_t* col
+    cdef const floating_t* dyo
+    cdef floating_t acc
+    if N == 0 or OC == 0 or C == 0:
+        if need_dx:
+            dx[...] = 0
+        if need_dw:
+            dw[...] = 0
+        if need_db:
+            bias_grad(dy, db, n_threads)
+        return
+    rbw = min(rbw, (g.OH + cut - 1) // cut)
+    nblkw = (g.OH + rbw - 1) // rbw
+    units = N * nblkw
+    S = max(1, min(min(units, <index_t>MAX_SLOTS), <index_t>DW_SLOT_CAP // wbytes)) if need_dw else 0
+    ncb = (Cg + cb - 1) // cb
+    items = N * groups * ncb
+    npack = groups * ncb if need_dx else 0
+    nred = (WSZ + REDUCE_CHUNK - 1) // REDUCE_CHUNK if need_dw else 0
+    nt = <int>max(1, min(<index_t>n_threads, max(S + npack + (OC if need_db else 0),
+                                                  nred + (items if need_dx else 0))))
+    _check_tap_ranges(xlo, xhi, &g)
+    cdef index_t bufsz = 0 if direct else max(K * rbw * g.OW, cb * KK * rbx * g.OW)
+    # dx's operands: dy's row block packed per item (apsz), the kernel's
+    # columns of each (group, channel block) packed once per call (bszx)
+    cdef floating_t* tp = NULL     # selects the dtype of the size helpers
+    cdef index_t mc = gemm_mc(tp)
+    cdef index_t apsz = packed_a_elems(tp, min(mc, rbx * g.OW), OCg) if need_dx else 0
+    cdef index_t bszx = packed_b_elems(tp, OCg, cb * KK) if need_dx else 0
+    cdef index_t per_thread = bufsz + apsz
+    cdef floating_t* wpx = NULL
+    cdef floating_t* ap
+    try:
+        slots = <floating_t*>malloc(max(1, S * WSZ) * sizeof(floating_t))
+        ws = <floating_t*>malloc(max(1, nt * per_thread) * sizeof(floating_t))
+        wpx = <floating_t*>malloc(max(1, groups * ncb * bszx) * sizeof(floating_t))
+        if slots == NULL or ws == NULL or wpx == NULL:
+            raise MemoryError("conv2d_backward: cannot allocate workspace")
+        with nogil:
+            # (A) items s < S: dW slot s owns dW_slot[s] and takes units s, s+S, ...
+            # in order; then the dx B panels (W_g[:, a block's columns], OCg x
+            # nc*KK, packed once); then db's channels
+            for s in prange(S + npack + (OC if need_db else 0), schedule="dynamic",
+                            chunksize=1, num_threads=nt):
+                if s >= S + npack:
+                    o = s - S - npack
+                    db[o] = <floating_t>_channel_sum(&dy[0, o, 0, 0], N, OC * P, P)
+                    continue
+                if s >= S:
+                    it = s - S
+                    gi = it // ncb
+                    c0 = (it % ncb) * cb
+                    pack_b(c'T', OCg, min(cb, Cg - c0) * KK, &w[gi * OCg, c0, 0, 0], K,
+                           wpx + it * bszx)
+                    continue
+                col = ws + omp_get_thread_num() * per_thread
+                memset(slots + s * WSZ, 0, WSZ * sizeof(floating_t))
+                u = s
+                while u < units:
+                    n = u // nblkw
+                    oy0 = (u % nblkw) * rbw
+                    oy1 = min(oy0 + rbw, g.OH)
+                    Pb = (oy1 - oy0) * g.OW
+                    for gi in range(groups):
+                        dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
+                        if direct:
+                            # dW_g^T (K x OCg) += x_block (K x Pb) @ dy_block^T
+                            gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb,
+                                  &x[n, gi * Cg, 0, 0] + oy0 * g.OW, <int>HW,
+                                  dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                        else:
+                            _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
+                                         &xlo[0], &xhi[0])
+                            gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
+                                  dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
+                    u = u + S
+            # (B) items it < nred: a chunk of the slot sum, in slot order
+            # (deterministic); then dx: item (n, gi, channel block) owns dx[n, its
+            # channels]: dcol^T (Pb x nc*KK) = dy_block^T (Pb x OCg) @ W_g[:, its
+            # columns], folded back by col2im, row blocks in order.
+            for it in prange(nred + (items if need_dx else 0), schedule="dynamic",
+                             chunksize=1, num_threads=nt):
+                if it < nred:
+                    e0 = it * REDUCE_CHUNK
+                    for e in range(e0, min(e0 + REDUCE_CHUNK, WSZ)):
+                        acc = slots[e]
+                        for ss in range(1, S):
+                            acc = acc + slots[ss * WSZ + e]
+                        (&dw[0, 0, 0, 0])[e] = acc
+                    continue
+                di = it - nred
+                col = ws + omp_get_thread_num() * per_thread
+                ap = col + bufsz
+                n = di // (groups * ncb)
+                gi = (di // ncb) % groups
+                c0 = (di % ncb) * cb
+                nc = min(cb, Cg - c0)
+                if not direct:
+                    memset(&dx[n, gi * Cg + c0, 0, 0], 0, nc * HW * sizeof(floating_t))
+                for blk in range(nblkx):
+                    oy0 = blk * rbx
+                    oy1 = min(oy0 + rbx, g.OH)
+                    Pb = (oy1 - oy0) * g.OW
+                    # A = dy_block^T (Pb x OCg, column-major with ld P)
+                    dyo = &dy[n, gi * OCg, 0, 0] + oy0 * g.OW
+                    if direct:
+                        _packed_product(Pb, nc, OCg, dyo, P, wpx + (di % (groups * ncb)) * bszx,
+                                        &dx[n, gi * Cg + c0, 0, 0] + oy0 * g.OW, HW, ap, mc)
+                    else:
+                        _packed_product(Pb, nc * KK, OCg, dyo, P,
+                                        wpx + (di % (groups * ncb)) * bszx, col, Pb, ap, mc)
+                        _col2im_rows(col, &dx[n, gi * Cg + c0, 0, 0], &g, nc, oy0, oy1,
+                                     &xlo[0], &xhi[0])
+    finally:
+        free(slots)
+        free(ws)
+        free(wpx)
 
 
 def bias_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)

@@ -534,6 +534,45 @@ def test_relu_parity_special_values_and_threads(monkeypatch, dtype, size):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("xs, ws, stride, padding, groups", [
+    ((3, 6, 9, 8), (4, 6, 3, 3), 1, 1, 1),
+    ((2, 8, 7, 7), (6, 2, 3, 2), 2, 1, 4),     # groups, strided
+    ((2, 5, 6, 6), (7, 5, 1, 1), 1, 0, 1),     # 1x1: the im2col-free path
+])
+@pytest.mark.parametrize("need_dx, need_dw", [(True, True), (True, False), (False, True)])
+def test_gemm_backward_bias_gradient_is_bitwise_bias_grad(dtype, xs, ws, stride, padding,
+                                                          groups, need_dx, need_dw):
+    """The GEMM backward computes db among its other items (one parallel region
+    fewer): bitwise ``bias_grad``'s result, for any thread count and whichever of
+    dx and dW it computes alongside, which stay bitwise what they are without db."""
+    rng = np.random.default_rng(21)
+    geom = resolve_geometry(xs[2:], ws[2:], stride=stride, padding=padding, rounding="floor")
+    x = rng.standard_normal(xs).astype(dtype)
+    w = rng.standard_normal(ws).astype(dtype)
+    dy = rng.standard_normal((xs[0], ws[0], geom.out_h, geom.out_w)).astype(dtype)
+    kernels = cb._conv
+    want_db = np.empty(ws[0], dtype)
+    kernels.bias_grad(dy, want_db, 1)
+
+    def backward(need_db, threads):
+        dx = np.full(xs, np.nan, dtype) if need_dx else cb._EMPTY4[x.dtype]
+        dw, db = np.full(ws, np.nan, dtype), np.full(ws[0], np.nan, dtype)
+        kernels.conv2d_backward(dy, x, w, dx, dw, db, geom, groups,
+                                *tap_column_ranges(geom, xs[3]), threads, need_dx, need_dw,
+                                need_db)
+        return dx, dw, db
+
+    plain_dx, plain_dw, untouched = backward(False, 1)
+    assert np.isnan(untouched).all()
+    assert np.isnan(plain_dw).all() != need_dw
+    for threads in (1, 2, 3):
+        dx, dw, db = backward(True, threads)
+        np.testing.assert_array_equal(db, want_db)
+        np.testing.assert_array_equal(dx, plain_dx)
+        np.testing.assert_array_equal(dw, plain_dw)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("xs, ws, stride, padding, dilation, groups", [
     ((64, 6, 14, 14), (16, 6, 5, 5), 1, 0, 1, 1),     # LeNet conv2: two full panels
     ((37, 8, 9, 11), (12, 4, 3, 2), (2, 1), (1, 2), (2, 1), 2),  # a part panel, groups

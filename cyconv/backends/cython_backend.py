@@ -324,11 +324,13 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
         dx = np.empty_like(x) if gemm_dx else dx
         dw = np.empty_like(w) if gemm_dw else dw
         work = (int(gemm_dx) + int(gemm_dw)) * _conv_work(x, w, geom)
-        _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, geom,
+        # db in the same parallel regions (each region start wakes the threads)
+        _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, db, geom,
                               int(groups), *tap_column_ranges(geom, x.shape[3]),
                               _useful_threads(n_threads, work // BACKWARD_WORK_FACTOR),
-                              gemm_dx, gemm_dw)
-    _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
+                              gemm_dx, gemm_dw, True)
+    else:
+        _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
     return dx, dw, db
 
 
