@@ -149,9 +149,9 @@ WINOGRAD_MIN_BLOCKS = 4
 # 0.95-0.96, 128 images (64 MiB) 0.98, 64x64 planes (32 MiB) 0.97, float64 VGG
 # (25.7 MiB) 1.00, float32 at 32 MiB 1.02; float32 CIFAR (16 MiB) lost
 # 1.02-1.03, float64 at 8 MiB tied (1.00); the float64 forward alone at 4 MiB
-# lost 1.26.  AVX-512 Xeon
-# (105 MiB L3), the pass alone: float64 CIFAR forward 0.65-0.93, dx 0.81-0.99.
-# Rows that are not whole lines (float32 VGG, 224 bytes) lost 1.08-1.36 on dx.
+# lost 1.26.  AVX-512 Xeon (105 MiB L3), the pass alone: float64 CIFAR forward
+# 0.65-0.93, dx 0.81-0.99.  Rows that are not whole lines (float32 VGG, 224
+# bytes) lost 1.08-1.36 on dx.
 WINOGRAD_STREAM_MIN_BYTES = 20 << 20
 CACHE_LINE = 64
 
