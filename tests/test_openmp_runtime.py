@@ -87,3 +87,15 @@ def test_the_runtime_loads_while_the_policy_is_set():
     """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"True {RUNTIME_DEFAULTS} False"
+
+
+def test_the_benchmark_header_names_the_wait_policy(monkeypatch):
+    from cyconv.bench.environment import header
+
+    monkeypatch.setattr(_openmp_runtime, "RUNTIME_APPLIED", dict(RUNTIME_DEFAULTS))
+    lines = header([2])
+    assert any(line.startswith("OpenMP wait policy: PASSIVE (cyconv's default")
+               for line in lines), lines
+    monkeypatch.setattr(_openmp_runtime, "RUNTIME_APPLIED", {})
+    monkeypatch.setenv("OMP_WAIT_POLICY", "active")
+    assert "OpenMP wait policy: OMP_WAIT_POLICY=active (yours)" in header([2])

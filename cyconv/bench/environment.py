@@ -13,7 +13,7 @@ import platform
 import sys
 import time
 
-__all__ = ["prepare_environment", "set_mallopt", "header"]
+__all__ = ["prepare_environment", "set_mallopt", "header", "wait_policy_line"]
 
 _REEXEC_MARK = "CYCONV_BENCH_REEXEC"
 _ORIG_PREFIX = "CYCONV_BENCH_ORIG_"
@@ -62,6 +62,17 @@ def set_mallopt():
         return False
 
 
+def wait_policy_line():
+    """The OpenMP wait policy the run's threads follow, and who chose it."""
+    from .._openmp_runtime import RUNTIME_APPLIED
+
+    if "OMP_WAIT_POLICY" in RUNTIME_APPLIED:
+        return (f"OpenMP wait policy: {RUNTIME_APPLIED['OMP_WAIT_POLICY']} (cyconv's default; "
+                "torch, loaded after cyconv, shares the runtime: its small calls run faster "
+                "in a process of its own)")
+    return f"OpenMP wait policy: OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')} (yours)"
+
+
 def header(threads_list, clock=time.perf_counter):
     import numpy as np
 
@@ -88,6 +99,7 @@ def header(threads_list, clock=time.perf_counter):
                          "--threads 1 --clock thread.")
     except OSError:
         pass
+    lines.append(wait_policy_line())
     if clock is not time.perf_counter:
         lines.append("clock: thread CPU time of the calling thread (valid with 1 thread only)")
     for var in _BLAS_VARS:
