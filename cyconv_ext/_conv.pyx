@@ -13,20 +13,21 @@
 #   pixel) is MR contiguous values per tap, which the GEMM reads in place
 #   (gemm_gathered); same B, tap order and kernel, so bitwise the im2col
 #   forward's result.  Its workspace is one padded copy of x.
-# - Backward: two loops whose partitions depend on the shape only, so results are
-#   bitwise identical for any n_threads.  (1) dW: units (sample, row block) in
-#   order; S slots each own a dW copy (slot s takes units s, s+S, ...), summed
-#   in slot order.  (2) dx: items (sample, group, channel block) own dx[n, those
-#   channels]: GEMM (W's columns of each block packed once per call), then
-#   col2im.  Small batches are cut finer (MIN_WORK_ITEMS) so that one image uses
-#   every core.  need_dx / need_dw = False skip (2) / (1).
+# - Backward: partitions that depend on the shape only, so results are bitwise
+#   identical for any n_threads.  dW: units (sample, row block) in order; S slots
+#   each own a dW copy (slot s takes units s, s+S, ...), summed in slot order.
+#   dx: items (sample, group, channel block) own dx[n, those channels]: GEMM
+#   (W's columns of each block packed once per call), then col2im.  db: one item
+#   per channel (bias_grad's sum).  Small batches are cut finer (MIN_WORK_ITEMS)
+#   so that one image uses every core.  need_dx / need_dw / need_db = False skip
+#   their items.
 # - Few parallel regions per call: each start wakes the sleeping threads (cyconv
 #   runs OpenMP with the passive wait policy), which costs small calls more than
 #   their arithmetic.  The forward packs W on the calling thread and opens one
 #   region; the batch-in-lanes forward packs W as the last items of its copy
 #   loop; the backward opens two, each a loop over independent items of several
-#   kinds: (A) dW slots, dx's packed W columns, db's channels; (B) the slot
-#   sum in chunks, dx items.
+#   kinds: (A) dW slots, dx's packed W columns, db's channels; (B) the slot sum
+#   in chunks, dx items.
 # - im2col/col2im: a tap whose row lies inside is one strided block copy through
 #   the helpers of include/cyconv_im2col.h (a short row's tail is one masked
 #   copy); padded edges loop per row.
