@@ -16,7 +16,9 @@
 #   slower on VGG (docs/performance.md).  V[xi] and M[xi] sit XI_SKEW elements
 #   further apart than their size, so that a tile's 36 rows spread over L1 sets.
 # - A patch wholly inside its plane is transformed in place (``_columns``), others
-#   through a zero-padded row copy.
+#   through a zero-padded row copy.  The same patch of the next channel is
+#   prefetched meanwhile (``_prefetch_patch``): the planes' reads alone stalled on
+#   memory, the hardware prefetchers behind (docs/performance.md).
 # - dx is the forward on dy with the flipped kernel; dW = G^T (sum of
 #   (A dY A^T)[xi] V[xi]^T) G, items dealt round-robin to S slot copies that are
 #   summed in slot order.  Weight transforms run in double and round once.
@@ -59,6 +61,8 @@ cdef extern from "include/cyconv_winograd.h" nogil:
                                   float bias)
     void cyconv_wino_output_row_d(int m, const double* s, index_t ss, double* y, index_t n,
                                   double bias)
+    # a cache hint for a patch's rows (cannot fault, changes no value)
+    void cyconv_prefetch_rows(const void* p, index_t rows, index_t nbytes, index_t stride)
 
 
 cdef extern from "include/cyconv_im2col.h" nogil:
@@ -371,16 +375,31 @@ cdef inline bint _all_zero(const floating_t* flag, index_t n) noexcept nogil:
     return True
 
 
+cdef inline void _prefetch_patch(const floating_t* plane, index_t H, index_t W, index_t iy0,
+                                 index_t ix0, index_t rows, index_t width) noexcept nogil:
+    """Ask the caches for the part inside H x W of the rows x width patch at (iy0, ix0)."""
+    cdef index_t r0 = max(0, iy0), r1 = min(H, iy0 + rows)
+    cdef index_t p0 = max(0, ix0), p1 = min(W, ix0 + width)
+    if r0 < r1 and p0 < p1:
+        cyconv_prefetch_rows(plane + r0 * W + p0, r1 - r0, (p1 - p0) * sizeof(floating_t),
+                             W * sizeof(floating_t))
+
+
 cdef inline void _input_tiles(const tiling* g, const floating_t* x_g, index_t img_stride,
                               index_t Cg, const index_t* seg, index_t ns,
                               floating_t* R, floating_t* T, floating_t* v, index_t vs,
                               floating_t* flag) noexcept nogil:
-    """V[xi][c][q] (xi stride vs) for the input channels of one group, block tiles q."""
-    cdef index_t c, i, TB = g.TB
+    """V[xi][c][q] (xi stride vs) for the input channels of one group, block tiles q.
+    The next channel's patch is prefetched while this one is transformed."""
+    cdef index_t c, i, TB = g.TB, plane = g.H * g.W
+    cdef const floating_t* src
     for c in range(Cg):
         for i in range(ns):
-            _input_transform(g, x_g + seg[i * SEG + 1] * img_stride + c * g.H * g.W,
-                             seg + i * SEG, 1, R, T, v + c * TB, vs, flag)
+            src = x_g + seg[i * SEG + 1] * img_stride + c * plane
+            if c + 1 < Cg:
+                _prefetch_patch(src + plane, g.H, g.W, seg[i * SEG + 2] - g.PT,
+                                seg[i * SEG + 3] - g.PL, g.A, seg[i * SEG + 4] * g.m + 2)
+            _input_transform(g, src, seg + i * SEG, 1, R, T, v + c * TB, vs, flag)
 
 
 # V[xi] and M[xi] sit XI_SKEW elements apart beyond their size: at a plain
@@ -552,6 +571,10 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                                  R, Tr, v, vs, flag)
                     for o in range(OCg):
                         for i in range(ns):
+                            if o + 1 < OCg:     # as in _input_tiles
+                                _prefetch_patch(&dy[seg[i * SEG + 1], gi * OCg + o + 1, 0, 0],
+                                                g.OH, g.OW, seg[i * SEG + 2], seg[i * SEG + 3],
+                                                g.m, seg[i * SEG + 4] * g.m)
                             _grad_transform(&g, &dy[seg[i * SEG + 1], gi * OCg + o, 0, 0],
                                             seg + i * SEG, 1, R, Tr, dm + o * TB, ms,
                                             flag)

@@ -38,6 +38,25 @@ enum { CYCONV_WINO_INPUT = 0, CYCONV_WINO_GRAD = 1, CYCONV_WINO_OUTPUT = 2 };
 #define CW_ALWAYS_INLINE inline
 #endif
 
+/* Asks the caches for `rows` rows of `bytes` bytes, `stride` bytes apart, a
+   while before a transform reads them: the input planes' reads stalled on
+   memory, the hardware prefetchers behind (docs/performance.md).  A hint
+   only: it cannot fault and changes no value. */
+static inline void cyconv_prefetch_rows(const void* p, ptrdiff_t rows, ptrdiff_t bytes,
+                                        ptrdiff_t stride)
+{
+#if defined(__GNUC__)
+    const size_t line = 64;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        size_t a = (size_t)p + (size_t)(r * stride);
+        for (size_t q = a & ~(line - 1); q < a + (size_t)bytes; q += line)
+            __builtin_prefetch((const void*)q, 0, 3);
+    }
+#else
+    (void)p, (void)rows, (void)bytes, (void)stride;
+#endif
+}
+
 /* ---- the arithmetic, once: for scalars and GCC vectors, both dtypes ------
  * (c2, c4, c5, c8: constants of the element type in the calling kernel) */
 
