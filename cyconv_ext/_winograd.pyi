@@ -21,6 +21,7 @@ def weight_grad(
     dy: npt.NDArray[np.floating],
     x: npt.NDArray[np.floating],
     dw: npt.NDArray[np.floating],
+    db: npt.NDArray[np.floating],
     pad_top: int,
     pad_left: int,
     m: int,
@@ -28,4 +29,5 @@ def weight_grad(
     tile_block: int,
     n_slots: int,
     n_threads: int,
+    need_db: bool,
 ) -> bool: ...

@@ -21,7 +21,10 @@
 #   memory, the hardware prefetchers behind (docs/performance.md).
 # - dx is the forward on dy with the flipped kernel; dW = G^T (sum of
 #   (A dY A^T)[xi] V[xi]^T) G, items dealt round-robin to S slot copies that are
-#   summed in slot order.  Weight transforms run in double and round once.
+#   summed in slot order.  Weight transforms run in double and round once.  dW
+#   also sums db from the dy patches its gradient transform reads: each item's
+#   per-channel sums in double, then the items in order (a separate pass over dy
+#   cost a tenth of dW on CIFAR).
 # - Large outputs (the wrapper's rule, WINOGRAD_STREAM_MIN_BYTES) are written
 #   with non-temporal stores: each output row of a segment goes through the
 #   thread's row buffer into y (include/cyconv_im2col.h, cyconv_stream_run), and
@@ -61,6 +64,9 @@ cdef extern from "include/cyconv_winograd.h" nogil:
                                   float bias)
     void cyconv_wino_output_row_d(int m, const double* s, index_t ss, double* y, index_t n,
                                   double bias)
+    # the sum of a patch in double, in an order fixed by its size
+    double cyconv_patch_sum_s(const float* s, index_t rows, index_t width, index_t stride)
+    double cyconv_patch_sum_d(const double* s, index_t rows, index_t width, index_t stride)
     # a cache hint for a patch's rows (cannot fault, changes no value)
     void cyconv_prefetch_rows(const void* p, index_t rows, index_t nbytes, index_t stride)
 
@@ -87,6 +93,14 @@ cdef inline void _stream_run(const floating_t* s, floating_t* d, index_t n) noex
         cyconv_stream_run_f(s, d, n)
     else:
         cyconv_stream_run_d(s, d, n)
+
+
+cdef inline double _patch_sum(const floating_t* s, index_t rows, index_t width,
+                              index_t stride) noexcept nogil:
+    if floating_t is float:
+        return cyconv_patch_sum_s(s, rows, width, stride)
+    else:
+        return cyconv_patch_sum_d(s, rows, width, stride)
 
 
 cdef inline void _cols(int kind, int m, const floating_t* s, index_t ss, floating_t* d,
@@ -508,9 +522,13 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
 def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                 const floating_t[:, :, :, ::1] x,    # IN  (N, C, H, W)
                 floating_t[:, :, :, ::1] dw,         # OUT (OC, Cg, 3, 3)
+                floating_t[::1] db,                  # OUT (OC,) (untouched unless need_db)
                 index_t pad_top, index_t pad_left, int m, int groups,
-                index_t tile_block, index_t n_slots, int n_threads):
-    """dW of a 3x3 stride-1 convolution in the Winograd domain; returns finiteness."""
+                index_t tile_block, index_t n_slots, int n_threads, bint need_db):
+    """dW of a 3x3 stride-1 convolution in the Winograd domain, and with ``need_db``
+    db, summed from the dy patches the gradient transform reads anyway (each item's
+    sums in double, then the items in order); returns finiteness.  Needs OC and Cg
+    of at least 1 (the wrapper's ``bias_grad`` serves empty weights)."""
     cdef index_t N = x.shape[0], C = x.shape[1], OC = dy.shape[1]
     cdef index_t Cg = C // groups, OCg = OC // groups
     cdef tiling g = _make_tiling(x.shape[2], x.shape[3], dy.shape[2], dy.shape[3],
@@ -534,6 +552,9 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     cdef index_t* segs
     cdef index_t* seg
     cdef floating_t acc, beta
+    cdef double dsum
+    cdef double* item_db     # (items, OCg): each item's sums of dy per channel
+    cdef index_t oy, ox
     # every slot meets every group (S <= blocks per group): no slot region stays unwritten
     cdef bint every_group = nblk >= S
     cdef int nonfinite = 0
@@ -542,10 +563,12 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
     ws = <floating_t*>malloc(nthr * per_thread * sizeof(floating_t))
     segs = <index_t*>malloc(nthr * SEG * TB * sizeof(index_t))
     slots = <floating_t*>malloc(S * USZ * sizeof(floating_t))
-    if ws == NULL or segs == NULL or slots == NULL:
+    item_db = <double*>malloc(max(1, items * OCg) * sizeof(double))
+    if ws == NULL or segs == NULL or slots == NULL or item_db == NULL:
         free(ws)
         free(segs)
         free(slots)
+        free(item_db)
         raise MemoryError("winograd weight gradient: cannot allocate the workspace")
     try:
         with nogil:
@@ -570,6 +593,7 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     _input_tiles(&g, &x[0, gi * Cg, 0, 0], C * g.H * g.W, Cg, seg, ns,
                                  R, Tr, v, vs, flag)
                     for o in range(OCg):
+                        dsum = 0
                         for i in range(ns):
                             if o + 1 < OCg:     # as in _input_tiles
                                 _prefetch_patch(&dy[seg[i * SEG + 1], gi * OCg + o + 1, 0, 0],
@@ -578,6 +602,14 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                             _grad_transform(&g, &dy[seg[i * SEG + 1], gi * OCg + o, 0, 0],
                                             seg + i * SEG, 1, R, Tr, dm + o * TB, ms,
                                             flag)
+                            if need_db:     # the segment's pixels, just read
+                                oy = seg[i * SEG + 2]
+                                ox = seg[i * SEG + 3]
+                                dsum = dsum + _patch_sum(
+                                    &dy[seg[i * SEG + 1], gi * OCg + o, oy, ox],
+                                    min(g.m, g.OH - oy), min(seg[i * SEG + 4] * g.m, g.OW - ox),
+                                    g.OW)
+                        item_db[it * OCg + o] = dsum
                     if not _all_zero(flag, nt):
                         nonfinite += 1
                     # the slot's first item of group gi writes its dU (no zeroing pass)
@@ -599,8 +631,14 @@ def weight_grad(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                     _transform_weight_grad(
                         m, slots + (o // OCg) * A2 * OCg * Cg + (o % OCg) * Cg + c,
                         OCg * Cg, &dw[o, c, 0, 0])
+                if need_db:     # the group's blocks in order
+                    dsum = 0
+                    for i in range(nblk):
+                        dsum = dsum + item_db[((o // OCg) * nblk + i) * OCg + o % OCg]
+                    db[o] = <floating_t>dsum
     finally:
         free(ws)
         free(segs)
         free(slots)
+        free(item_db)
     return nonfinite == 0

@@ -153,6 +153,28 @@ def test_winograd_weight_gradient_when_every_slot_meets_every_group(groups):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, groups", [((32, 64, 32, 32), 1), ((32, 64, 32, 32), 4),
+                                           ((8, 32, 30, 29), 2)])
+def test_winograd_weight_pass_sums_the_bias_gradient(dtype, shape, groups):
+    """Winograd's dW also sums db from the dy patches it reads (partial edge tiles
+    included): many blocks and slots, the sum of dy per channel, the same bits on
+    one, two and three threads."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((64, shape[1] // groups, 3, 3)).astype(dtype)
+    geom = resolve_geometry(shape[2:], (3, 3), padding=1)
+    dy = rng.standard_normal((shape[0], 64, geom.out_h, geom.out_w)).astype(dtype)
+    want = dy.astype(np.float64).sum((0, 2, 3))
+    dbs = [cb.conv2d_backward(dy, x, w, geom, groups, n_threads, algorithm="winograd")[2]
+           for n_threads in (1, 2, 3)]
+    assert dbs[0].dtype == dtype
+    np.testing.assert_array_equal(dbs[0], dbs[1])
+    np.testing.assert_array_equal(dbs[0], dbs[2])
+    np.testing.assert_allclose(dbs[0], want, rtol=BOUND[dtype],
+                               atol=BOUND[dtype] * np.abs(dy).sum((0, 2, 3)).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(3, 12, 17, 15), (1, 16, 32, 32), (1, 8, 6, 7)])
 def test_winograd_bitwise_for_any_thread_count(dtype, shape, threads_on_tiny_work):
     rng = np.random.default_rng(2)

@@ -283,8 +283,9 @@ def conv2d_forward(x, w, b, geom, groups=1, n_threads=1, algorithm="auto"):
     return y
 
 
-def _winograd_weight_grad(dy, x, w, geom, groups, n_threads):
-    """dW by Winograd, or None when a value was not finite."""
+def _winograd_weight_grad(dy, x, w, geom, groups, n_threads, db=None):
+    """dW by Winograd, or None when a value was not finite; ``db`` (if given)
+    filled on the way, from the dy the gradient transform reads."""
     m = _winograd_tile(geom.out_h, geom.out_w)
     dw = np.empty_like(w)
     cg, ocg = w.shape[1], w.shape[0] // groups
@@ -292,9 +293,13 @@ def _winograd_weight_grad(dy, x, w, geom, groups, n_threads):
     slot_bytes = groups * (m + 2) ** 2 * ocg * cg * x.dtype.itemsize
     slots = max(1, min(_conv.MAX_SLOTS, _conv.DW_SLOT_CAP // max(1, slot_bytes)))
     threads = _useful_threads(n_threads, _conv_work(x, w, geom) // 4)
-    if not _winograd.weight_grad(dy, x, dw, geom.pad_top, geom.pad_left, m, int(groups), tb,
-                                 slots, threads):
+    in_kernel = db is not None and w.size > 0      # the kernel needs OC and Cg >= 1
+    if not _winograd.weight_grad(dy, x, dw, db if in_kernel else _EMPTY[x.dtype],
+                                 geom.pad_top, geom.pad_left, m, int(groups), tb, slots,
+                                 threads, in_kernel):
         return None
+    if db is not None and not in_kernel:
+        _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
     return dw
 
 
@@ -315,7 +320,7 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
         finite = dx is not None
     if finite and conv2d_algorithm(x.shape, w.shape, geom, groups, algorithm,
                                    "weight_grad", x.dtype) == "winograd":
-        dw = _winograd_weight_grad(dy, x, w, geom, groups, n_threads)
+        dw = _winograd_weight_grad(dy, x, w, geom, groups, n_threads, db)
         finite = dw is not None
     if not finite:
         dx = dw = None
@@ -324,13 +329,12 @@ def conv2d_backward(dy, x, w, geom, groups=1, n_threads=1, need_dx=True, algorit
         dx = np.empty_like(x) if gemm_dx else dx
         dw = np.empty_like(w) if gemm_dw else dw
         work = (int(gemm_dx) + int(gemm_dw)) * _conv_work(x, w, geom)
-        # db in the same parallel regions (each region start wakes the threads)
+        # db with dW: in its parallel regions (each region start wakes the threads), or
+        # by Winograd's dW above
         _conv.conv2d_backward(dy, x, w, dx if gemm_dx else _EMPTY4[x.dtype], dw, db, geom,
                               int(groups), *tap_column_ranges(geom, x.shape[3]),
                               _useful_threads(n_threads, work // BACKWARD_WORK_FACTOR),
-                              gemm_dx, gemm_dw, True)
-    else:
-        _conv.bias_grad(dy, db, _useful_threads(n_threads, dy.size))
+                              gemm_dx, gemm_dw, gemm_dw)
     return dx, dw, db
 
 

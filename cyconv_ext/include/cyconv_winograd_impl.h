@@ -225,6 +225,27 @@ static inline void CW_SFX(cw_a2_row_kernel)(
     }
 }
 
+/* ---- the bias gradient's part of a patch ----------------------------------- */
+
+/* The sum of a rows x width patch (rows `stride` apart) in double: 8 partial
+   sums, lane j over columns j, j + 8, ..., then added pairwise.  The order
+   depends on the patch's size only, so equal patches give equal sums. */
+static inline double CW_SFX(cyconv_patch_sum)(const CW_T* s, ptrdiff_t rows, ptrdiff_t width,
+                                              ptrdiff_t stride)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const CW_T* row = s + r * stride;
+        ptrdiff_t p = 0;
+        for (; p + 8 <= width; p += 8)
+            for (int j = 0; j < 8; j++)
+                lane[j] += (double)row[p + j];
+        for (int j = 0; p + j < width; j++)
+            lane[j] += (double)row[p + j];
+    }
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 /* ---- the entry points of _winograd.pyx (m = 4 or 2) ---------------------- */
 
 /* Down columns: d[j*ds + t] = (X s_t)[j], s_t[i] = s[i*ss + t], X the
