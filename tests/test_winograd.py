@@ -191,7 +191,8 @@ def test_winograd_streams_only_large_outputs_of_whole_cache_lines():
     stream = cb._stream_winograd_output
     assert stream((64, 64, 32, 32), np.float64)        # 32 MiB, 256-byte rows
     assert stream((16, 64, 56, 56), np.float64)        # 25.7 MiB, 448-byte rows
-    assert not stream((64, 64, 32, 32), np.float32)    # 16 MiB: under the threshold
+    assert stream((64, 32, 32, 32), np.float64)        # 16 MiB (the CIFAR dx)
+    assert not stream((32, 32, 32, 32), np.float64)    # 8 MiB: under the threshold
     assert not stream((64, 64, 56, 56), np.float32)    # 224-byte rows: not whole lines
     assert not stream((1, 64, 32, 32), np.float64)
 

@@ -151,8 +151,11 @@ WINOGRAD_MIN_BLOCKS = 4
 # 1.02-1.03, float64 at 8 MiB tied (1.00); the float64 forward alone at 4 MiB
 # lost 1.26.  AVX-512 Xeon (105 MiB L3), the pass alone: float64 CIFAR forward
 # 0.65-0.93, dx 0.81-0.99.  Rows that are not whole lines (float32 VGG, 224
-# bytes) lost 1.08-1.36 on dx.
-WINOGRAD_STREAM_MIN_BYTES = 20 << 20
+# bytes) lost 1.08-1.36 on dx.  After the transforms' prefetch (71cb92d), blocks
+# of 3 calls, medians of 11, with a consumer / alone: float64 at 16 MiB (the
+# CIFAR dx, 32 output channels) 0.96-0.97 / 0.95, float32 CIFAR (16 MiB) 1.00 /
+# 0.99, float32 at 32 MiB 1.00 / 0.99: the threshold moved from 20 to 16 MiB.
+WINOGRAD_STREAM_MIN_BYTES = 16 << 20
 CACHE_LINE = 64
 
 
