@@ -131,20 +131,40 @@ def test_winograd_weight_gradient_at_the_largest_benchmark_shape():
     assert np.linalg.norm(dw - exact) / np.linalg.norm(exact) <= DW_BOUND[np.float32]
 
 
-@pytest.mark.parametrize("groups", [1, 2, 4])
-def test_winograd_weight_gradient_when_every_slot_meets_every_group(groups):
+def test_winograd_dw_slot_count_rule():
+    """Slots: a power of two, at most the items and MAX_SLOTS, at least
+    WINOGRAD_MIN_BLOCKS when there are as many items, more only with
+    WINOGRAD_DW_ITEMS_PER_SLOT items each; the byte cap wins over all."""
+    for items in range(1, 400):
+        s = cb._winograd_dw_slots(items, 1024)
+        assert s & (s - 1) == 0 and 1 <= s <= min(items, cb._conv.MAX_SLOTS)
+        if items >= cb.WINOGRAD_MIN_BLOCKS:
+            assert s >= cb.WINOGRAD_MIN_BLOCKS
+        else:           # the largest power of two the items fill
+            assert s <= items < 2 * s
+        if s > cb.WINOGRAD_MIN_BLOCKS:
+            assert items // s >= cb.WINOGRAD_DW_ITEMS_PER_SLOT
+    assert cb._winograd_dw_slots(1000, cb._conv.DW_SLOT_CAP // 3) == 2
+
+
+@pytest.mark.parametrize("n, channels, groups, every_group",
+                         [(32, 64, 1, True), (32, 64, 2, True), (32, 64, 4, True),
+                          (8, 64, 16, False)])
+def test_winograd_weight_gradient_slots_and_groups(n, channels, groups, every_group):
     """With at least as many tile blocks per group as dW slots, a slot's first block of
-    a group writes its partial dU (no zeroing pass): still within the bound, and the
-    same bits on one thread as on two."""
+    a group writes its partial dU (no zeroing pass); with fewer (many groups), slots
+    are zeroed first.  Either way within the bound, and the same bits on one
+    thread as on two."""
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((32, 64, 32, 32))
-    w = rng.standard_normal((64, 64 // groups, 3, 3))
-    dy = rng.standard_normal((32, 64, 32, 32))
+    x = rng.standard_normal((n, channels, 32, 32))
+    w = rng.standard_normal((64, channels // groups, 3, 3))
+    dy = rng.standard_normal((n, 64, 32, 32))
     geom = resolve_geometry((32, 32), (3, 3), padding=1)
-    tiles = 32 * 8 * 8
-    blocks_per_group = -(-tiles // cb._tile_block(64 // groups, 64 // groups, 4, x.dtype,
-                                                  dy.shape, groups))
-    assert blocks_per_group >= cb._conv.MAX_SLOTS   # the case under test
+    tiles = n * 8 * 8
+    cg, ocg = channels // groups, 64 // groups
+    blocks_per_group = -(-tiles // cb._tile_block(cg, ocg, 4, x.dtype, dy.shape, groups))
+    slots = cb._winograd_dw_slots(groups * blocks_per_group, groups * 36 * ocg * cg * 8)
+    assert (blocks_per_group >= slots) == every_group   # the case under test
     exact = cb.conv2d_backward(dy, x, w, geom, groups, algorithm="gemm")[1]
     results = [cb.conv2d_backward(dy, x, w, geom, groups, n_threads, algorithm="winograd")[1]
                for n_threads in (1, 2)]
