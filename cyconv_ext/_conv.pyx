@@ -2,9 +2,12 @@
 # - Forward: items (sample, group, block of output rows) each own their slice of
 #   y; prange "static" over items.  W_g^T is packed once per call into the GEMM's
 #   B panels (include/cyconv_gemm.h, "Packed operands"); a thread unfolds its item
-#   into a private column buffer, packs it into A panels and multiplies the two
-#   packed operands (gemm_packed: bitwise the GEMM's result, rounding independent
-#   of blocking) without the GIL; row-major y = W @ col is passed as column-major
+#   into a private column buffer whose rows are an odd number of cache lines
+#   apart (``_column_ld``), and the GEMM reads its A panels there in place
+#   (gemm_gathered; only a block's last part panel is packed): bitwise the GEMM's
+#   result, rounding independent of blocking, without the GIL.  (Packing every
+#   panel measured 1.01-1.17x slower; unskewed rows, 4 KiB apart, had made the
+#   in-place reads thrash L1.)  Row-major y = W @ col is passed as column-major
 #   col^T @ W^T, so no transpose is materialised.  1x1/stride-1/unpadded kernels
 #   skip im2col: the input plane already is the column matrix (plain gemm).
 # - Forward with the batch in the lanes (conv2d_forward_lanes; the wrapper picks
@@ -147,11 +150,14 @@ cdef inline index_t _end_row_inside(const window_geom* g, index_t ky, index_t a,
 
 
 cdef inline void _im2col_rows(const floating_t* x,     # IN  (Cg, H, W)
-                              floating_t* col,         # OUT (Cg*KH*KW, (oy1-oy0)*OW)
+                              floating_t* col,         # OUT (Cg*KH*KW, (oy1-oy0)*OW), ld Pb
                               const window_geom* g, index_t Cg, index_t oy0, index_t oy1,
-                              const index_t* xlo, const index_t* xhi) noexcept nogil:
+                              const index_t* xlo, const index_t* xhi,
+                              index_t Pb) noexcept nogil:
+    """The column matrix of output rows oy0 .. oy1: row k (a tap) at col + k*Pb, Pb at
+    least (oy1 - oy0) * OW."""
     cdef index_t c, ky, kx, oy, ox, iy, ix0, lo, hi, a, b, k = 0
-    cdef index_t OW = g.OW, SW = g.SW, Pb = (oy1 - oy0) * g.OW
+    cdef index_t OW = g.OW, SW = g.SW
     cdef floating_t* d
     cdef const floating_t* xr
     for c in range(Cg):
@@ -255,6 +261,32 @@ cdef inline void _packed_product(index_t m, index_t n, index_t k, const floating
         r0 = r0 + mc
 
 
+cdef inline index_t _column_ld(index_t pixels, index_t itemsize) noexcept nogil:
+    """A column matrix's row stride for ``pixels`` columns: whole 64-byte lines, an odd
+    number of them, so that the rows of one A panel, read in place, spread over all
+    L1 sets (a stride of 1024 floats, 4 KiB, put them all in one)."""
+    cdef index_t per_line = 64 // itemsize
+    cdef index_t lines = (pixels + per_line - 1) // per_line
+    return (lines + 1 - lines % 2) * per_line
+
+
+cdef inline void _gathered_product(index_t m, index_t n, index_t k, const floating_t* a,
+                                   index_t lda, const index_t* off, const floating_t* bp,
+                                   floating_t* c, index_t ldc, floating_t* ap) noexcept nogil:
+    """C (m x n, ld ldc) = A @ B for column-major A (m x k, ld lda; off[p] = p * lda) and
+    a packed B: A's whole MR-row panels read in place (gemm_gathered), a last part
+    panel packed into ap; bitwise gemm_packed's result."""
+    cdef floating_t* tp = NULL
+    cdef index_t mr = gemm_mr(tp), r0 = 0
+    while r0 + mr <= m:
+        gemm_gathered(n, k, a + r0, off, bp, 0, c + r0, ldc)
+        r0 = r0 + mr
+    if r0 < m:
+        pack_a(c'N', m - r0, k, a + r0, lda, ap)
+        gemm_packed(m - r0, n, k, ap, bp, 0, c + r0, ldc)
+
+
+
 def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                    const floating_t[:, :, :, ::1] w,     # IN  (OC, C/groups, KH, KW)
                    const floating_t[::1] bias,           # IN  (OC,) (ignored unless has_bias)
@@ -277,7 +309,7 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef index_t nblk = (g.OH + rb - 1) // rb
     cdef index_t items, it, n, gi, blk, oy0, oy1, Pb, o, p, tid
     cdef floating_t* tp = NULL     # selects the dtype of the size helpers
-    cdef index_t mc = gemm_mc(tp), colsz, apsz, bsz = 0 if direct else packed_b_elems(tp, K, OCg)
+    cdef index_t colsz, apsz, bsz = 0 if direct else packed_b_elems(tp, K, OCg)
     cdef floating_t* col
     cdef int nt
     cdef floating_t* ws = NULL
@@ -285,23 +317,30 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef floating_t* ap
     cdef floating_t* yo
     cdef floating_t bo
+    cdef index_t ld         # the column matrix's row stride
+    cdef index_t* off = NULL    # off[k] = k * ld: where A's column k starts
     rb = (g.OH + nblk - 1) // nblk
     nblk = (g.OH + rb - 1) // rb
     items = N * groups * nblk
     nt = <int>max(1, min(<index_t>n_threads, items))
-    colsz = 0 if direct else K * rb * g.OW
-    apsz = 0 if direct else packed_a_elems(tp, mc, K)
+    ld = _column_ld(rb * g.OW, sizeof(floating_t))
+    colsz = 0 if direct else K * ld
+    apsz = 0 if direct else packed_a_elems(tp, gemm_mr(tp), K)
     if items == 0 or P == 0 or OC == 0:
         return
     _check_tap_ranges(xlo, xhi, &g)
-    # per thread: the column matrix and the packed A panels of MC of its rows
-    # (pack_a zero-fills the rows past a block's end)
+    # per thread: the column matrix and one packed A panel for a block's last rows
+    # (pack_a zero-fills the rows past the block's end)
     ws = <floating_t*>malloc(max(1, nt * (colsz + apsz)) * sizeof(floating_t))
     wp = <floating_t*>malloc(max(1, groups * bsz) * sizeof(floating_t))
-    if ws == NULL or wp == NULL:
+    off = <index_t*>malloc(max(1, K) * sizeof(index_t))
+    if ws == NULL or wp == NULL or off == NULL:
         free(ws)
         free(wp)
+        free(off)
         raise MemoryError("conv2d_forward: cannot allocate the im2col workspace")
+    for p in range(K):
+        off[p] = p * ld
     try:
         with nogil:
             # B = W_g^T (K x OCg, column-major with ld K), packed once per call by
@@ -330,9 +369,9 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                          &w[gi * OCg, 0, 0, 0], <int>K, 0, yo, <int>P)
                 else:
                     _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
-                                 &xlo[0], &xhi[0])
+                                 &xlo[0], &xhi[0], ld)
                     # column-major y_block^T (Pb x OCg, ld P) = col^T @ W_g^T
-                    _packed_product(Pb, OCg, K, col, Pb, wp + gi * bsz, yo, P, ap, mc)
+                    _gathered_product(Pb, OCg, K, col, ld, off, wp + gi * bsz, yo, P, ap)
                 if has_bias:
                     for o in range(OCg):
                         bo = bias[gi * OCg + o]
@@ -341,6 +380,7 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     finally:
         free(ws)
         free(wp)
+        free(off)
 
 
 # Images per packed A panel of the batch-in-lanes forward, by itemsize.
@@ -645,7 +685,7 @@ def conv2d_backward(const floating_t[:, :, :, ::1] dy,   # IN  (N, OC, OH, OW)
                                   dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
                         else:
                             _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
-                                         &xlo[0], &xhi[0])
+                                         &xlo[0], &xhi[0], Pb)
                             gemm(c'T', c'N', <int>K, <int>OCg, <int>Pb, col, <int>Pb,
                                   dyo, <int>P, 1, slots + s * WSZ + gi * OCg * K, <int>K)
                     u = u + S

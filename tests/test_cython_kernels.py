@@ -176,6 +176,7 @@ def test_conv_row_blocking_and_single_slot(monkeypatch):
     ((2, 3, 11, 10), (5, 3, 3, 2), 2, (2, 1), (1, 2), 1),  # stride, dilation
     ((2, 16, 7, 9), (5, 16, 1, 1), 1, 0, 1, 1),      # 1x1: the input plane is packed
     ((1, 2, 40, 37), (3, 2, 3, 3), 1, 1, 1, 1),      # one image, rows cut for the cores
+    ((2, 8, 20, 20), (12, 8, 3, 3), 1, 1, 1, 1),     # whole A panels read in place, a tail
     # stride-2 runs (vector pairs compressed to even lanes, the last block masked) of
     # 7, 8, 9, 16, 17 and 32 pixels, padded (per-row path) and unpadded (block copy)
     ((1, 2, 5, 16), (3, 2, 3, 3), 2, 1, 1, 1),
@@ -188,8 +189,9 @@ def test_conv_row_blocking_and_single_slot(monkeypatch):
 @pytest.mark.parametrize("cap", [None, 1])
 def test_gemm_convolution_is_bitwise_the_gemm_of_its_im2col(monkeypatch, dtype, xs, ws, stride,
                                                            padding, dilation, groups, cap):
-    """The GEMM forward writes im2col straight into the GEMM's packed A panels and
-    packs the weights once per call (include/cyconv_gemm.h, "Packed operands"):
+    """The GEMM forward reads its whole A panels in place from the column buffer
+    (gemm_gathered on rows an odd number of lines apart), packs a block's last part
+    panel and the weights once per call (include/cyconv_gemm.h, "Packed operands"):
     each output is bitwise cyconv's GEMM of the explicit im2col matrix, whatever
     the row blocks (cap=1: one row each, so panels start mid-row) and threads."""
     from cyconv._cpu import import_kernels

@@ -29,9 +29,10 @@
  * vector loads and stores) and NR broadcasts of B per p.  A k-contiguous
  * operand (op(A) with 'T', op(B) with 'N': the conv's dW product) is packed
  * through 8x8 float / 4x4 double register transposes where AVX2 exists.
- * Packing measured better than reading A in place (the conv's im2col
- * buffers have leading dimensions like 1024 floats, whose 4 KiB stride
- * thrashes L1 sets).
+ * Packing measured better than reading A in place from the conv's im2col
+ * buffers while their leading dimensions were like 1024 floats, whose 4 KiB
+ * stride thrashes L1 sets; the conv forward now spaces its rows an odd number
+ * of cache lines apart and reads whole panels in place (gemm_gathered).
  * Variants, chosen at compile time (the runtime CPU dispatch compiles the
  * extension once per ISA level):
  *   __AVX512F__            zmm, MR = 2 vectors (32 floats / 16 doubles),
