@@ -318,3 +318,25 @@ def test_finding_plugin_cannot_hijack_builtin_name_under_cython():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     assert out.startswith("refused:") or "default ReLU: ReLU [1.0, 1.0]" in out, out
+
+
+def test_fuzz_out_of_bounds_index_for_an_x_given_as_lists(pool):
+    """A case the random search found: with x given as nested lists, the harness
+    took the plane as 1, so its 'out of bounds' index lay inside the 5x4 plane and
+    the library rightly accepted it.  The index now lies past H*W of x in any form,
+    and the library must reject it."""
+    arr = {"kind": "array", "dtype": "f8", "layout": "list", "fill": "ties", "special": None,
+           "readonly": False}
+    spec = {"op": "max_pool2d_backward", "fault": "indices_oob",
+            "args": {"x": dict(arr, shape=[1, 1, 5, 4], seed=1672655314),
+                     "dy": dict(arr, shape=[1, 1, 1, 2], seed=231),
+                     "indices": {"kind": "indices", "mode": "indices_oob", "shape": [1, 1, 1, 2],
+                                 "seed": 28057, "layout": "ro"}},
+            "kwargs": {"kernel_size": (4, 3), "stride": (3, 1), "padding": 1,
+                       "rounding": "floor", "dilation": (2, 2), "n_threads": 3,
+                       "backend": None}}
+    spec["expect"] = fuzz.expectation(spec)
+    assert spec["expect"]["kind"] == "raise"
+    res = pool.run(spec)
+    assert res["status"] == "error" and "indices" in res["message"], res
+    _check(pool, spec)

@@ -15,13 +15,23 @@ from .oracle import LAYER_4D
 from .reference import direct_pool, reference_functional
 
 
+def _plane_size(x):
+    """H * W of a 4-D x given as an array or as nested lists (1 otherwise): an
+    out-of-bounds index must lie past the plane of x in whatever form x came."""
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError):     # ragged or not numeric
+        return 1
+    return a.shape[2] * a.shape[3] if a.ndim == 4 else 1
+
+
 def _build_indices(spec_idx, x, kwargs):
     mode = spec_idx["mode"]
     shape = tuple(spec_idx["shape"])
     rng = np.random.default_rng(spec_idx["seed"])
     if mode == "none":
         return None
-    plane = x.shape[2] * x.shape[3] if isinstance(x, np.ndarray) and x.ndim == 4 else 1
+    plane = _plane_size(x)
     if mode == "forward":
         kw = {k: v for k, v in kwargs.items() if k not in ("n_threads",)}
         kw["backend"] = "numpy"
