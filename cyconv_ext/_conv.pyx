@@ -45,8 +45,8 @@ cimport cython
 from cython.parallel cimport prange
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
-from ._matmul cimport (gemm, gemm_gathered, gemm_mc, gemm_mr, gemm_packed, pack_a, pack_b,
-                       packed_a_elems, packed_b_elems)
+from ._matmul cimport (gathered_product, gemm, gemm_gathered, gemm_mc, gemm_mr, gemm_packed,
+                       pack_a, pack_b, packed_a_elems, packed_b_elems)
 
 from ._fused cimport floating_t, index_t
 from ._geometry cimport make_window_geom, window_geom
@@ -270,23 +270,6 @@ cdef inline index_t _column_ld(index_t pixels, index_t itemsize) noexcept nogil:
     return (lines + 1 - lines % 2) * per_line
 
 
-cdef inline void _gathered_product(index_t m, index_t n, index_t k, const floating_t* a,
-                                   index_t lda, const index_t* off, const floating_t* bp,
-                                   floating_t* c, index_t ldc, floating_t* ap) noexcept nogil:
-    """C (m x n, ld ldc) = A @ B for column-major A (m x k, ld lda; off[p] = p * lda) and
-    a packed B: A's whole MR-row panels read in place (gemm_gathered), a last part
-    panel packed into ap; bitwise gemm_packed's result."""
-    cdef floating_t* tp = NULL
-    cdef index_t mr = gemm_mr(tp), r0 = 0
-    while r0 + mr <= m:
-        gemm_gathered(n, k, a + r0, off, bp, 0, c + r0, ldc)
-        r0 = r0 + mr
-    if r0 < m:
-        pack_a(c'N', m - r0, k, a + r0, lda, ap)
-        gemm_packed(m - r0, n, k, ap, bp, 0, c + r0, ldc)
-
-
-
 def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                    const floating_t[:, :, :, ::1] w,     # IN  (OC, C/groups, KH, KW)
                    const floating_t[::1] bias,           # IN  (OC,) (ignored unless has_bias)
@@ -371,7 +354,7 @@ def conv2d_forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                     _im2col_rows(&x[n, gi * Cg, 0, 0], col, &g, Cg, oy0, oy1,
                                  &xlo[0], &xhi[0], ld)
                     # column-major y_block^T (Pb x OCg, ld P) = col^T @ W_g^T
-                    _gathered_product(Pb, OCg, K, col, ld, off, wp + gi * bsz, yo, P, ap)
+                    gathered_product(Pb, OCg, K, col, ld, off, wp + gi * bsz, yo, P, ap)
                 if has_bias:
                     for o in range(OCg):
                         bo = bias[gi * OCg + o]

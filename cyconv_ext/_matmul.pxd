@@ -92,3 +92,20 @@ cdef inline void gemm_gathered(index_t n, index_t k, const floating_t* a, const 
         cyconv_sgemm_gathered(n, k, a, off, bp, beta, c, ldc)
     else:
         cyconv_dgemm_gathered(n, k, a, off, bp, beta, c, ldc)
+
+
+cdef inline void gathered_product(index_t m, index_t n, index_t k, const floating_t* a,
+                                  index_t lda, const index_t* off, const floating_t* bp,
+                                  floating_t* c, index_t ldc, floating_t* ap) noexcept nogil:
+    """C (m x n, ld ldc) = A @ B for column-major A (m x k, ld lda; off[p] = p * lda) and
+    a packed B: A's whole MR-row panels read in place (gemm_gathered), a last part
+    panel packed into ap (room for one panel); bitwise gemm_packed's result.  lda
+    should not be a multiple of 4 KiB: a panel's rows would share L1 sets."""
+    cdef floating_t* tp = NULL
+    cdef index_t mr = gemm_mr(tp), r0 = 0
+    while r0 + mr <= m:
+        gemm_gathered(n, k, a + r0, off, bp, 0, c + r0, ldc)
+        r0 = r0 + mr
+    if r0 < m:
+        pack_a(c'N', m - r0, k, a + r0, lda, ap)
+        gemm_packed(m - r0, n, k, ap, bp, 0, c + r0, ldc)

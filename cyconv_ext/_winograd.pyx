@@ -10,11 +10,14 @@
 #   are C, include/cyconv_winograd.h, vectorised across tiles) into V[xi][c][tile],
 #   (m+2)^2 GEMMs (cyconv's own, _matmul.pxd) M[xi] = U[xi] @ V[xi], output
 #   transform A^T M A into y.
-# - The forward packs each U[g, xi] once per call in the GEMM's B layout, and each
-#   V[xi] right before its product (gemm_packed: bitwise the GEMM's result).  V
-#   stays a plain matrix: writing it straight in the panel layout was measured
-#   slower on VGG (docs/performance.md).  V[xi] and M[xi] sit XI_SKEW elements
-#   further apart than their size, so that a tile's 36 rows spread over L1 sets.
+# - The forward packs each U[g, xi] once per call in the GEMM's B layout; the
+#   GEMM reads V[xi]'s whole panels in place (``gathered_product``: V's rows are
+#   TB tiles apart, 512 bytes in float64, so a panel's rows spread over L1 sets;
+#   a block's last part panel is packed), bitwise the GEMM's result.  Packing
+#   every panel measured 1.02-1.08x slower (forward and dx; docs/performance.md);
+#   writing V straight in the panel layout was slower still on VGG.  V[xi] and
+#   M[xi] sit XI_SKEW elements further apart than their size, so that a tile's
+#   36 rows spread over L1 sets.
 # - A patch wholly inside its plane is transformed in place (``_columns``), others
 #   through a zero-padded row copy.  The same patch of the next channel is
 #   prefetched meanwhile (``_prefetch_patch``): the planes' reads alone stalled on
@@ -38,7 +41,7 @@ from libc.stdlib cimport free, malloc
 from libc.string cimport memset
 
 from ._fused cimport floating_t, index_t
-from ._matmul cimport gemm, gemm_packed, pack_a, pack_b, packed_a_elems, packed_b_elems
+from ._matmul cimport gathered_product, gemm, pack_b, packed_a_elems, packed_b_elems
 from ._openmp cimport omp_get_thread_num
 
 
@@ -449,7 +452,8 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     cdef floating_t* tp = NULL     # selects the dtype of the size helpers
     cdef index_t bsz = packed_b_elems(tp, Cg, OCg), apsz = packed_a_elems(tp, TB, Cg)
     cdef index_t per_thread = _per_thread(&g, Cg, OCg) + apsz
-    cdef index_t it, gi, t0, nt, ns, xi, o, tid
+    cdef index_t it, gi, t0, nt, ns, xi, o, tid, c
+    cdef index_t* voff
     cdef int nthr = <int>max(1, min(<index_t>n_threads, items))
     cdef floating_t* ws
     cdef floating_t* up
@@ -470,11 +474,14 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
     # one per call measured 2x slower on a batch of one under glibc's default
     # malloc thresholds: fresh pages on every call)
     up = <floating_t*>malloc((groups * A2 * bsz + nthr * per_thread) * sizeof(floating_t))
-    segs = <index_t*>malloc(nthr * SEG * TB * sizeof(index_t))
+    segs = <index_t*>malloc((nthr * SEG * TB + Cg) * sizeof(index_t))
     if up == NULL or segs == NULL:
         free(up)
         free(segs)
         raise MemoryError("winograd forward: cannot allocate the tile workspace")
+    voff = segs + nthr * SEG * TB      # V[xi]'s channel c at c * TB
+    for c in range(Cg):
+        voff[c] = c * TB
     ws = up + groups * A2 * bsz
     try:
         with nogil:
@@ -502,11 +509,9 @@ def forward(const floating_t[:, :, :, ::1] x,     # IN  (N, C, H, W)
                 if not _all_zero(flag, nt):
                     nonfinite += 1
                 for xi in range(A2):
-                    # row-major M[xi] (OCg x nt) = U[xi] (OCg x Cg) @ V[xi] (Cg x nt),
-                    # V[xi] packed whole (nt <= TB <= 64 tiles: it stays in L1/L2)
-                    pack_a(c'N', nt, Cg, v + xi * vs, TB, ap)
-                    gemm_packed(nt, OCg, Cg, ap, up + (gi * A2 + xi) * bsz, 0,
-                                mm + xi * ms, TB)
+                    # row-major M[xi] (OCg x nt) = U[xi] (OCg x Cg) @ V[xi] (Cg x nt)
+                    gathered_product(nt, OCg, Cg, v + xi * vs, TB, voff,
+                                     up + (gi * A2 + xi) * bsz, mm + xi * ms, TB, ap)
                 for o in range(OCg):
                     _output_transform(&g, mm + o * TB, ms, seg, ns, nt, tmp, row,
                                       &y[0, gi * OCg + o, 0, 0], OC * g.OH * g.OW,
