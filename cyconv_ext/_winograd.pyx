@@ -67,6 +67,12 @@ cdef extern from "include/cyconv_winograd.h" nogil:
                                   float bias)
     void cyconv_wino_output_row_d(int m, const double* s, index_t ss, double* y, index_t n,
                                   double bias)
+    # U = G w G^T of one 3x3 kernel (double inside, rounded once); whether finite
+    int cyconv_wino_weight_s(int m, const float* w9, float* dst, index_t ds)
+    int cyconv_wino_weight_d(int m, const double* w9, double* dst, index_t ds)
+    # the same for 8 kernels 9 elements apart, kernel l into dst[xi * ds + l]
+    int cyconv_wino_weight8_s(int m, const float* w9, float* dst, index_t ds)
+    int cyconv_wino_weight8_d(int m, const double* w9, double* dst, index_t ds)
     # the sum of a patch in double, in an order fixed by its size
     double cyconv_patch_sum_s(const float* s, index_t rows, index_t width, index_t stride)
     double cyconv_patch_sum_d(const double* s, index_t rows, index_t width, index_t stride)
@@ -131,25 +137,12 @@ cdef inline void _output_row(int m, const floating_t* s, index_t ss, floating_t*
 
 
 # -- the weight transforms (double, once per call) ------------------------------
-
-cdef inline void _g_row(int m, const double* w, index_t ws, double* u, index_t us) noexcept nogil:
-    """u = G w for one 3-vector (stride ws) into an (m+2)-vector (stride us)."""
-    if m == 4:
-        u[0] = w[0] / 4
-        u[us] = -(w[0] + w[ws] + w[2 * ws]) / 6
-        u[2 * us] = -(w[0] - w[ws] + w[2 * ws]) / 6
-        u[3 * us] = w[0] / 24 + w[ws] / 12 + w[2 * ws] / 6
-        u[4 * us] = w[0] / 24 - w[ws] / 12 + w[2 * ws] / 6
-        u[5 * us] = w[2 * ws]
-    else:
-        u[0] = w[0]
-        u[us] = (w[0] + w[ws] + w[2 * ws]) / 2
-        u[2 * us] = (w[0] - w[ws] + w[2 * ws]) / 2
-        u[3 * us] = w[2 * ws]
-
+# G w G^T is C (include/cyconv_winograd_impl.h, cyconv_wino_weight / _weight8: named
+# locals, 8 kernels per vector; CW_G4 / CW_G2 hold G); G^T dU G for dW stays here.
 
 cdef inline void _gt_row(int m, const double* u, index_t us, double* w, index_t ws) noexcept nogil:
-    """w = G^T u (the adjoint of ``_g_row``, for dW): (m+2) -> 3."""
+    """w = G^T u (the adjoint of G, CW_G4 / CW_G2 in include/cyconv_winograd.h, for dW):
+    (m+2) -> 3."""
     if m == 4:
         w[0] = u[0] / 4 - (u[us] + u[2 * us]) / 6 + (u[3 * us] + u[4 * us]) / 24
         w[ws] = (u[2 * us] - u[us]) / 6 + (u[3 * us] - u[4 * us]) / 12
@@ -163,22 +156,10 @@ cdef inline void _gt_row(int m, const double* u, index_t us, double* w, index_t 
 cdef inline bint _transform_weight(int m, const floating_t* w9, floating_t* dst,
                                    index_t dst_stride) noexcept nogil:
     """dst[xi * dst_stride] = (G w G^T)[xi] for one 3x3 kernel; whether all are finite."""
-    cdef index_t A = m + 2, i, j
-    cdef double wd[9]
-    cdef double gw[18]     # G w: (A, 3)
-    cdef double ud[36]     # G w G^T: (A, A)
-    cdef bint finite = True
-    for i in range(9):
-        wd[i] = w9[i]
-    for j in range(3):                      # columns of w
-        _g_row(m, wd + j, 3, gw + j, 3)
-    for i in range(A):                      # rows of G w
-        _g_row(m, gw + 3 * i, 1, ud + A * i, 1)
-    for i in range(A * A):
-        dst[i * dst_stride] = <floating_t>ud[i]
-        if not (dst[i * dst_stride] - dst[i * dst_stride] == 0):
-            finite = False
-    return finite
+    if floating_t is float:
+        return cyconv_wino_weight_s(m, w9, dst, dst_stride) != 0
+    else:
+        return cyconv_wino_weight_d(m, w9, dst, dst_stride) != 0
 
 
 cdef inline void _transform_weight_grad(int m, const floating_t* du, index_t du_stride,
@@ -204,12 +185,25 @@ def weight_transform(const floating_t[:, :, :, ::1] w,   # IN  (OC, Cg, 3, 3)
     """U[g, xi, o, c] = (G w[g*OCg + o, c] G^T)[xi]; returns whether all are finite."""
     cdef index_t OC = w.shape[0], Cg = w.shape[1], OCg = u.shape[2], o, c
     cdef int nonfinite = 0
+    cdef bint fin
     with nogil:
         for o in prange(OC, schedule="static", num_threads=n_threads):
-            for c in range(Cg):
+            c = 0
+            while c + 8 <= Cg:     # 8 kernels at once (vectorised across them)
+                if floating_t is float:
+                    fin = cyconv_wino_weight8_s(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
+                                                OCg * Cg) != 0
+                else:
+                    fin = cyconv_wino_weight8_d(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
+                                                OCg * Cg) != 0
+                if not fin:
+                    nonfinite += 1
+                c = c + 8
+            while c < Cg:
                 if not _transform_weight(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
                                          OCg * Cg):
                     nonfinite += 1
+                c = c + 1
     return nonfinite == 0
 
 

@@ -375,3 +375,30 @@ def test_show_config_lists_the_algorithms():
     algorithms = config_info()["conv2d algorithms"]
     assert algorithms["cython"] == ("auto", "gemm", "winograd")
     assert algorithms["numpy"] == ("auto", "gemm")
+
+
+G_MATRIX = {4: np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                         [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]),
+            2: np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]])}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [4, 2])
+@pytest.mark.parametrize("cg, groups", [(3, 1), (8, 2), (13, 1), (16, 3)])
+def test_winograd_weight_transform_is_g_w_gt(dtype, m, cg, groups):
+    """U = G w G^T for every kernel (runs of 8 input channels are transformed together,
+    the rest one by one), each value rounded once from double; an inf anywhere makes
+    the transform report it."""
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((6 * groups, cg, 3, 3)).astype(dtype)
+    u, finite = cb._winograd_weights(w, groups, m, 2)
+    g = G_MATRIX[m]
+    want = np.einsum("ik,ockl,jl->ocij", g, w.astype(np.float64), g)    # (OC, Cg, A, A)
+    want = want.reshape(groups, 6, cg, (m + 2) ** 2).transpose(0, 3, 1, 2)
+    assert finite
+    scale = np.abs(w).max()     # of every value: sums of a few weights over 1 to 24
+    np.testing.assert_allclose(u, want, rtol=0, atol=4 * np.finfo(dtype).eps * scale)
+    for c in (0, cg - 1, min(cg - 1, 9)):
+        bad = w.copy()
+        bad[-1, c, 1, 2] = np.inf
+        assert not cb._winograd_weights(bad, groups, m, 2)[1]

@@ -112,6 +112,22 @@ static inline void cyconv_prefetch_rows(const void* p, ptrdiff_t rows, ptrdiff_t
         (D3) = -(a1);                      \
     } while (0)
 
+/* G of F(4, 3) on one 3-vector (double): 3 -> 6; and of F(2, 3): 3 -> 4. */
+#define CW_G4(a0, a1, a2, D0, D1, D2, D3, D4, D5) do {  \
+        (D0) = (a0) / 4;                                 \
+        (D1) = -((a0) + (a1) + (a2)) / 6;                \
+        (D2) = -((a0) - (a1) + (a2)) / 6;                \
+        (D3) = (a0) / 24 + (a1) / 12 + (a2) / 6;         \
+        (D4) = (a0) / 24 - (a1) / 12 + (a2) / 6;         \
+        (D5) = (a2);                                     \
+    } while (0)
+#define CW_G2(a0, a1, a2, D0, D1, D2, D3) do {  \
+        (D0) = (a0);                             \
+        (D1) = ((a0) + (a1) + (a2)) / 2;         \
+        (D2) = ((a0) - (a1) + (a2)) / 2;         \
+        (D3) = (a2);                             \
+    } while (0)
+
 /* The finiteness mark: f + d*0 over a tile's outputs (z = 0 of the type). */
 #define CW_MARK4(f, r0, r1, r2, r3) ((f) + (((r0) * z + (r1) * z) + ((r2) * z + (r3) * z)))
 #define CW_MARK6(f, r0, r1, r2, r3, r4, r5) \
@@ -130,6 +146,14 @@ typedef int cw_i8s __attribute__((vector_size(32)));
 typedef double cw_v8d __attribute__((vector_size(64)));
 typedef long long cw_i8d __attribute__((vector_size(64)));
 #define CW_HAVE_V8 1
+#endif
+
+/* 8 doubles, for the weight transform over 8 kernels at once (every variant:
+   GCC splits it over narrower registers where it must, lane by lane, so the
+   bits are the scalar code's). */
+#if defined(__GNUC__)
+typedef double cw_w8d __attribute__((vector_size(64)));
+#define CW_HAVE_W8 1
 #endif
 
 #define CW_T float
@@ -164,5 +188,7 @@ typedef long long cw_i8d __attribute__((vector_size(64)));
 #undef CW_A2
 #undef CW_MARK4
 #undef CW_MARK6
+#undef CW_G4
+#undef CW_G2
 
 #endif /* CYCONV_WINOGRAD_H */
