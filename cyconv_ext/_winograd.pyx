@@ -67,12 +67,12 @@ cdef extern from "include/cyconv_winograd.h" nogil:
                                   float bias)
     void cyconv_wino_output_row_d(int m, const double* s, index_t ss, double* y, index_t n,
                                   double bias)
-    # U = G w G^T of one 3x3 kernel (double inside, rounded once); whether finite
-    int cyconv_wino_weight_s(int m, const float* w9, float* dst, index_t ds)
-    int cyconv_wino_weight_d(int m, const double* w9, double* dst, index_t ds)
-    # the same for 8 kernels 9 elements apart, kernel l into dst[xi * ds + l]
-    int cyconv_wino_weight8_s(int m, const float* w9, float* dst, index_t ds)
-    int cyconv_wino_weight8_d(int m, const double* w9, double* dst, index_t ds)
+    # U = G w G^T of n <= LANES 3x3 kernels 9 elements apart, kernel l into
+    # dst[xi * ds + l] (double inside, rounded once); whether all are finite
+    enum:
+        CYCONV_WINO_WEIGHT_LANES
+    int cyconv_wino_weights_s(int m, const float* w9, float* dst, index_t ds, int n)
+    int cyconv_wino_weights_d(int m, const double* w9, double* dst, index_t ds, int n)
     # the sum of a patch in double, in an order fixed by its size
     double cyconv_patch_sum_s(const float* s, index_t rows, index_t width, index_t stride)
     double cyconv_patch_sum_d(const double* s, index_t rows, index_t width, index_t stride)
@@ -137,8 +137,8 @@ cdef inline void _output_row(int m, const floating_t* s, index_t ss, floating_t*
 
 
 # -- the weight transforms (double, once per call) ------------------------------
-# G w G^T is C (include/cyconv_winograd_impl.h, cyconv_wino_weight / _weight8: named
-# locals, 8 kernels per vector; CW_G4 / CW_G2 hold G); G^T dU G for dW stays here.
+# G w G^T is C (include/cyconv_winograd_impl.h, cyconv_wino_weights: 8 kernels per
+# vector; CW_G4 / CW_G2 hold G); G^T dU G for dW stays here.
 
 cdef inline void _gt_row(int m, const double* u, index_t us, double* w, index_t ws) noexcept nogil:
     """w = G^T u (the adjoint of G, CW_G4 / CW_G2 in include/cyconv_winograd.h, for dW):
@@ -151,15 +151,6 @@ cdef inline void _gt_row(int m, const double* u, index_t us, double* w, index_t 
         w[0] = u[0] + (u[us] + u[2 * us]) / 2
         w[ws] = (u[us] - u[2 * us]) / 2
         w[2 * ws] = (u[us] + u[2 * us]) / 2 + u[3 * us]
-
-
-cdef inline bint _transform_weight(int m, const floating_t* w9, floating_t* dst,
-                                   index_t dst_stride) noexcept nogil:
-    """dst[xi * dst_stride] = (G w G^T)[xi] for one 3x3 kernel; whether all are finite."""
-    if floating_t is float:
-        return cyconv_wino_weight_s(m, w9, dst, dst_stride) != 0
-    else:
-        return cyconv_wino_weight_d(m, w9, dst, dst_stride) != 0
 
 
 cdef inline void _transform_weight_grad(int m, const floating_t* du, index_t du_stride,
@@ -184,26 +175,22 @@ def weight_transform(const floating_t[:, :, :, ::1] w,   # IN  (OC, Cg, 3, 3)
                      int m, int n_threads):
     """U[g, xi, o, c] = (G w[g*OCg + o, c] G^T)[xi]; returns whether all are finite."""
     cdef index_t OC = w.shape[0], Cg = w.shape[1], OCg = u.shape[2], o, c
-    cdef int nonfinite = 0
+    cdef int nonfinite = 0, n
     cdef bint fin
     with nogil:
         for o in prange(OC, schedule="static", num_threads=n_threads):
             c = 0
-            while c + 8 <= Cg:     # 8 kernels at once (vectorised across them)
+            while c < Cg:       # a run of input channels at once, one kernel per lane
+                n = <int>min(<index_t>CYCONV_WINO_WEIGHT_LANES, Cg - c)
                 if floating_t is float:
-                    fin = cyconv_wino_weight8_s(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
-                                                OCg * Cg) != 0
+                    fin = cyconv_wino_weights_s(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
+                                                OCg * Cg, n) != 0
                 else:
-                    fin = cyconv_wino_weight8_d(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
-                                                OCg * Cg) != 0
+                    fin = cyconv_wino_weights_d(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
+                                                OCg * Cg, n) != 0
                 if not fin:
                     nonfinite += 1
-                c = c + 8
-            while c < Cg:
-                if not _transform_weight(m, &w[o, c, 0, 0], &u[o // OCg, 0, o % OCg, c],
-                                         OCg * Cg):
-                    nonfinite += 1
-                c = c + 1
+                c = c + n
     return nonfinite == 0
 
 

@@ -148,12 +148,17 @@ typedef long long cw_i8d __attribute__((vector_size(64)));
 #define CW_HAVE_V8 1
 #endif
 
-/* 8 doubles, for the weight transform over 8 kernels at once (every variant:
-   GCC splits it over narrower registers where it must, lane by lane, so the
-   bits are the scalar code's). */
+/* The weight transform's lanes: 8 kernels per GCC vector of doubles (every
+   variant: GCC splits it over narrower registers where it must, lane by lane,
+   so the bits are one kernel's scalar arithmetic), or 1 without vectors. */
 #if defined(__GNUC__)
-typedef double cw_w8d __attribute__((vector_size(64)));
-#define CW_HAVE_W8 1
+typedef double cw_wv __attribute__((vector_size(64)));
+#define CYCONV_WINO_WEIGHT_LANES 8
+#define CW_LANE(v, l) ((v)[l])
+#else
+typedef double cw_wv;
+#define CYCONV_WINO_WEIGHT_LANES 1
+#define CW_LANE(v, l) (v)
 #endif
 
 #define CW_T float

@@ -227,100 +227,52 @@ static inline void CW_SFX(cw_a2_row_kernel)(
 
 /* ---- the weight transform ------------------------------------------------ */
 
-/* One output of U = G w G^T, rounded once to the type; fin stays 1 while all
-   are finite. */
-#define CW_PUT(i, v) do {                          \
-        CW_T r_ = (CW_T)(v);                       \
-        dst[(ptrdiff_t)(i) * ds] = r_;             \
-        fin &= (r_ - r_ == 0);                     \
-    } while (0)
-
-/* dst[xi * ds] = (G w G^T)[xi] for one 3x3 kernel w9 (row-major), in double:
-   G down the kernel's columns, then along the rows of the result.  Named
-   locals, not arrays: GCC's partial vectorisation of the array version
-   stored and reloaded its temporaries with store-forwarding stalls (half of
-   the transform's time).  Returns whether every output is finite. */
-static inline int CW_SFX(cyconv_wino_weight)(int m, const CW_T* w9, CW_T* dst, ptrdiff_t ds)
+/* U = G w G^T for n <= CYCONV_WINO_WEIGHT_LANES kernels w9 + 9l (row-major 3x3),
+   kernel l into dst[xi * ds + l], in double, each value rounded once: G down
+   the kernels' columns, then along the rows of the result, one kernel per
+   lane.  One division instruction serves every lane, and a row xi of U is
+   stored contiguously; named locals rather than arrays of temporaries, which
+   GCC had partly vectorised and reloaded wider than stored (store-forwarding
+   stalls).  Returns whether every output is finite. */
+static inline int CW_SFX(cyconv_wino_weights)(int m, const CW_T* w9, CW_T* dst, ptrdiff_t ds,
+                                              int n)
 {
-    const double a00 = w9[0], a01 = w9[1], a02 = w9[2], a10 = w9[3], a11 = w9[4],
-                 a12 = w9[5], a20 = w9[6], a21 = w9[7], a22 = w9[8];
+    cw_wv a[9];
     int fin = 1;
+    for (int r = 0; r < 9; r++)
+        for (int l = 0; l < CYCONV_WINO_WEIGHT_LANES; l++)
+            CW_LANE(a[r], l) = l < n ? (double)w9[9 * l + r] : 0.0;
+#define CW_PUT(i, v) do {                                          \
+        cw_wv v_ = (v);                                             \
+        for (int l = 0; l < n; l++) {                               \
+            CW_T r_ = (CW_T)CW_LANE(v_, l);                         \
+            dst[(ptrdiff_t)(i) * ds + l] = r_;                      \
+            fin &= (r_ - r_ == 0);                                  \
+        }                                                           \
+    } while (0)
     if (m == 4) {
-        double g[6][3], u0, u1, u2, u3, u4, u5;
-        CW_G4(a00, a10, a20, g[0][0], g[1][0], g[2][0], g[3][0], g[4][0], g[5][0]);
-        CW_G4(a01, a11, a21, g[0][1], g[1][1], g[2][1], g[3][1], g[4][1], g[5][1]);
-        CW_G4(a02, a12, a22, g[0][2], g[1][2], g[2][2], g[3][2], g[4][2], g[5][2]);
+        cw_wv g[6][3], u0, u1, u2, u3, u4, u5;
+        for (int j = 0; j < 3; j++)
+            CW_G4(a[j], a[3 + j], a[6 + j], g[0][j], g[1][j], g[2][j], g[3][j], g[4][j],
+                  g[5][j]);
         for (int i = 0; i < 6; i++) {
             CW_G4(g[i][0], g[i][1], g[i][2], u0, u1, u2, u3, u4, u5);
             CW_PUT(6 * i, u0); CW_PUT(6 * i + 1, u1); CW_PUT(6 * i + 2, u2);
             CW_PUT(6 * i + 3, u3); CW_PUT(6 * i + 4, u4); CW_PUT(6 * i + 5, u5);
         }
     } else {
-        double g[4][3], u0, u1, u2, u3;
-        CW_G2(a00, a10, a20, g[0][0], g[1][0], g[2][0], g[3][0]);
-        CW_G2(a01, a11, a21, g[0][1], g[1][1], g[2][1], g[3][1]);
-        CW_G2(a02, a12, a22, g[0][2], g[1][2], g[2][2], g[3][2]);
+        cw_wv g[4][3], u0, u1, u2, u3;
+        for (int j = 0; j < 3; j++)
+            CW_G2(a[j], a[3 + j], a[6 + j], g[0][j], g[1][j], g[2][j], g[3][j]);
         for (int i = 0; i < 4; i++) {
             CW_G2(g[i][0], g[i][1], g[i][2], u0, u1, u2, u3);
             CW_PUT(4 * i, u0); CW_PUT(4 * i + 1, u1); CW_PUT(4 * i + 2, u2);
             CW_PUT(4 * i + 3, u3);
         }
     }
-    return fin;
-}
 #undef CW_PUT
-
-#ifdef CW_HAVE_W8
-/* The same for 8 kernels w9 + 9l (l < 8), lane l into dst[xi * ds + l]: one
-   division instruction serves 8 kernels (the scalar version spent most of its
-   time in divisions), and the stores of a row xi are contiguous. */
-static inline int CW_SFX(cyconv_wino_weight8)(int m, const CW_T* w9, CW_T* dst, ptrdiff_t ds)
-{
-    cw_w8d a[9];
-    int fin = 1;
-    for (int r = 0; r < 9; r++)
-        for (int l = 0; l < 8; l++)
-            a[r][l] = (double)w9[9 * l + r];
-#define CW_PUT8(i, v) do {                                   \
-        cw_w8d v_ = (v);                                      \
-        for (int l = 0; l < 8; l++) {                         \
-            CW_T r_ = (CW_T)v_[l];                            \
-            dst[(ptrdiff_t)(i) * ds + l] = r_;                \
-            fin &= (r_ - r_ == 0);                            \
-        }                                                     \
-    } while (0)
-    if (m == 4) {
-        cw_w8d g[6][3], u0, u1, u2, u3, u4, u5;
-        for (int j = 0; j < 3; j++)
-            CW_G4(a[j], a[3 + j], a[6 + j], g[0][j], g[1][j], g[2][j], g[3][j], g[4][j],
-                  g[5][j]);
-        for (int i = 0; i < 6; i++) {
-            CW_G4(g[i][0], g[i][1], g[i][2], u0, u1, u2, u3, u4, u5);
-            CW_PUT8(6 * i, u0); CW_PUT8(6 * i + 1, u1); CW_PUT8(6 * i + 2, u2);
-            CW_PUT8(6 * i + 3, u3); CW_PUT8(6 * i + 4, u4); CW_PUT8(6 * i + 5, u5);
-        }
-    } else {
-        cw_w8d g[4][3], u0, u1, u2, u3;
-        for (int j = 0; j < 3; j++)
-            CW_G2(a[j], a[3 + j], a[6 + j], g[0][j], g[1][j], g[2][j], g[3][j]);
-        for (int i = 0; i < 4; i++) {
-            CW_G2(g[i][0], g[i][1], g[i][2], u0, u1, u2, u3);
-            CW_PUT8(4 * i, u0); CW_PUT8(4 * i + 1, u1); CW_PUT8(4 * i + 2, u2);
-            CW_PUT8(4 * i + 3, u3);
-        }
-    }
-#undef CW_PUT8
     return fin;
 }
-#else
-static inline int CW_SFX(cyconv_wino_weight8)(int m, const CW_T* w9, CW_T* dst, ptrdiff_t ds)
-{
-    int fin = 1;
-    for (int l = 0; l < 8; l++)
-        fin &= CW_SFX(cyconv_wino_weight)(m, w9 + 9 * l, dst + l, ds);
-    return fin;
-}
-#endif
 
 /* ---- the bias gradient's part of a patch ----------------------------------- */
 
