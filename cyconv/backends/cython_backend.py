@@ -188,10 +188,15 @@ def _winograd_tile(out_h, out_w):
     return 4 if min(out_h, out_w) >= 8 else 2
 
 
+def _output_tiles(out_shape, m):
+    """m x m output tiles of a pass over all images (one group)."""
+    return out_shape[0] * -(-out_shape[2] // m) * -(-out_shape[3] // m)
+
+
 def _tile_block(cg, ocg, m, dtype, out_shape, groups):
     """Tiles per work item, from the shape alone."""
     per_tile = (m + 2) ** 2 * (cg + ocg) * np.dtype(dtype).itemsize
-    tiles = out_shape[0] * -(-out_shape[2] // m) * -(-out_shape[3] // m)
+    tiles = _output_tiles(out_shape, m)
     spread = -(-tiles * groups // WINOGRAD_MIN_BLOCKS)
     return int(max(8, min(WINOGRAD_MAX_TILES, WINOGRAD_WORKSPACE_CAP // per_tile, spread)))
 
@@ -316,7 +321,7 @@ def _winograd_weight_grad(dy, x, w, geom, groups, n_threads, db=None):
     cg, ocg = w.shape[1], w.shape[0] // groups
     tb = _tile_block(cg, ocg, m, x.dtype, dy.shape, groups)
     slot_bytes = groups * (m + 2) ** 2 * ocg * cg * x.dtype.itemsize
-    items = groups * -(-dy.shape[0] * -(-geom.out_h // m) * -(-geom.out_w // m) // tb)
+    items = groups * -(-_output_tiles(dy.shape, m) // tb)     # the kernel's (group, block)s
     slots = _winograd_dw_slots(items, slot_bytes)
     threads = _useful_threads(n_threads, _conv_work(x, w, geom) // 4)
     in_kernel = db is not None and w.size > 0      # the kernel needs OC and Cg >= 1
